@@ -1,0 +1,3 @@
+from fhe_lint.cli import main
+
+main()

@@ -1,0 +1,114 @@
+"""Read-only index over an ONNX graph: who produces and consumes each tensor, which are constant.
+
+Constants (initializers and ``Constant`` nodes) are converted to numpy once and cached, since
+one scale or zero-point initializer is typically shared by many quantizers.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from fhe_lint.errors import UnsupportedModelError
+
+# Ops whose output is known without any encrypted value: the shape of a tensor is clear.
+_CLEAR_OUTPUT_OPS = {"Shape", "Size"}
+
+
+class Graph:
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.model = model
+        g = model.graph
+        self.nodes: list[onnx.NodeProto] = list(g.node)
+        self.producer: dict[str, onnx.NodeProto] = {}
+        self.consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+        self.names: dict[int, str] = {}
+        for i, node in enumerate(self.nodes):
+            self.names[id(node)] = node.name or f"{node.op_type}_{i}"
+            for out in node.output:
+                if out:
+                    self.producer[out] = node
+            for inp in node.input:
+                if inp:
+                    self.consumers[inp].append(node)
+        self._const_protos: dict[str, onnx.TensorProto] = {t.name: t for t in g.initializer}
+        for node in self.nodes:
+            if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+                value = next((a for a in node.attribute if a.name == "value" and a.type == a.TENSOR), None)
+                if value is not None:
+                    self._const_protos[node.output[0]] = value.t
+        self._const_cache: dict[str, np.ndarray] = {}
+        self.inputs: list[str] = [i.name for i in g.input if i.name not in self._const_protos]
+
+    def name(self, node: onnx.NodeProto) -> str:
+        """A stable display name, even for the unnamed nodes some exporters write."""
+        return self.names[id(node)]
+
+    def is_const(self, tensor: str) -> bool:
+        return tensor in self._const_protos
+
+    def const(self, tensor: str) -> np.ndarray:
+        if tensor not in self._const_cache:
+            proto = self._const_protos.get(tensor)
+            if proto is None:
+                raise UnsupportedModelError(f"tensor {tensor!r} is not a constant (initializer)")
+            try:
+                self._const_cache[tensor] = numpy_helper.to_array(proto)
+            except (ValueError, TypeError) as e:
+                raise UnsupportedModelError(f"initializer {tensor!r} cannot be decoded: {e}") from e
+        return self._const_cache[tensor]
+
+    def const_proto(self, tensor: str) -> onnx.TensorProto | None:
+        return self._const_protos.get(tensor)
+
+    def is_initializer(self, tensor: str) -> bool:
+        return any(t.name == tensor for t in self.model.graph.initializer)
+
+    def encrypted_nodes(self) -> Iterator[onnx.NodeProto]:
+        """Nodes that read, directly or not, a (non-constant) graph input: the encrypted path."""
+        tainted = set(self.inputs)
+        for node in self.topological():
+            if node.op_type in _CLEAR_OUTPUT_OPS:
+                continue
+            if any(i in tainted for i in node.input):
+                tainted.update(o for o in node.output if o)
+                yield node
+
+    def topological(self) -> list[onnx.NodeProto]:
+        """Nodes in dependency order (Kahn); a cycle or an undefined tensor is a broken model."""
+        known = set(self._const_protos) | {i.name for i in self.model.graph.input} | {""}
+        waiting: dict[str, list[int]] = defaultdict(list)
+        missing_count = []
+        for k, node in enumerate(self.nodes):
+            needs = {i for i in node.input if i not in known}
+            missing_count.append(len(needs))
+            for i in needs:
+                waiting[i].append(k)
+        ready = [k for k, n in enumerate(missing_count) if n == 0]
+        ordered: list[onnx.NodeProto] = []
+        while ready:
+            node = self.nodes[ready.pop()]
+            ordered.append(node)
+            for out in node.output:
+                for k in waiting.pop(out, ()):
+                    missing_count[k] -= 1
+                    if missing_count[k] == 0:
+                        ready.append(k)
+        if len(ordered) < len(self.nodes):
+            undefined = sorted(t for t in waiting if t not in self.producer)
+            if undefined:
+                raise UnsupportedModelError(f"tensor {undefined[0]!r} is used but never defined (missing initializer?)")
+            raise UnsupportedModelError("the graph has a cycle")
+        return ordered
+
+
+def attr(node: onnx.NodeProto, name: str, default=None):
+    """The value of attribute ``name`` of ``node`` (decoded), or ``default``."""
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default

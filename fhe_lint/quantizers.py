@@ -1,0 +1,130 @@
+"""Quantizer semantics: the integer grid a quantizer produces and how it maps floats onto it.
+
+QONNX ``Quant(x, scale, zero_point, bitwidth; signed, narrow, rounding_mode)`` computes
+``q = clip(round(x / scale + zero_point), qmin, qmax)`` and outputs ``(q - zero_point) * scale``;
+``BipolarQuant(x, scale)`` outputs ``sign(x) * scale`` with ``sign(0) = +1``.
+Concrete ML encrypts ``q`` itself, so a quantizer's raw integer range is what a consumer sees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from fhe_lint.errors import UnsupportedModelError
+from fhe_lint.graph import Graph, attr
+
+QONNX_DOMAINS = frozenset({"onnx.brevitas", "qonnx.custom_op.general", "finn.custom_op.general"})
+MAX_BITS = 32
+
+
+@dataclass(frozen=True)
+class IntRange:
+    lo: int
+    hi: int
+
+    def union(self, other: IntRange) -> IntRange:
+        return IntRange(min(self.lo, other.lo), max(self.hi, other.hi))
+
+    def with_zero(self) -> IntRange:
+        """The range once zero padding can also appear among the values."""
+        return IntRange(min(self.lo, 0), max(self.hi, 0))
+
+
+@dataclass(frozen=True)
+class Quantizer:
+    """A quantizer node's integer grid; ``scale``/``zero_point`` broadcast against its input."""
+
+    node: str
+    bits: int
+    range: IntRange
+    scale: np.ndarray
+    zero_point: np.ndarray
+    rounding: str
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        """The integers ``q`` this quantizer emits for float ``x`` (int64, exact)."""
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            y = x.astype(np.float64) / self.scale + self.zero_point
+        if self.rounding == "BIPOLAR":
+            return np.where(y >= 0, 1, -1).astype(np.int64)
+        q = _ROUNDING[self.rounding](y)
+        return np.clip(q, self.range.lo, self.range.hi).astype(np.int64)
+
+
+def _round_half_up(y: np.ndarray) -> np.ndarray:
+    return np.floor(y + 0.5)
+
+
+_ROUNDING = {
+    "ROUND": np.round,  # half to even, as qonnx and torch.round
+    "HALF_EVEN": np.round,
+    "CEIL": np.ceil,
+    "FLOOR": np.floor,
+    "ROUND_TO_ZERO": np.trunc,
+    "DOWN": np.trunc,
+    "UP": lambda y: np.sign(y) * np.ceil(np.abs(y)),
+    "HALF_UP": _round_half_up,
+    "HALF_DOWN": lambda y: np.ceil(y - 0.5),
+}
+
+
+def is_qonnx_quant(node: onnx.NodeProto) -> bool:
+    return node.domain in QONNX_DOMAINS and node.op_type in ("Quant", "BipolarQuant")
+
+
+def integer_range(bits: int, signed: bool, narrow: bool) -> IntRange:
+    if signed:
+        return IntRange(-(2 ** (bits - 1)) + int(narrow), 2 ** (bits - 1) - 1)
+    return IntRange(0, 2**bits - 1 - int(narrow))
+
+
+def _scalar_int(graph: Graph, node: onnx.NodeProto, index: int, what: str) -> int:
+    where = f"{graph.name(node)}"
+    if len(node.input) <= index or not graph.is_const(node.input[index]):
+        raise UnsupportedModelError(f"{where}: {what} is not a constant")
+    value = graph.const(node.input[index])
+    if value.size != 1 or not np.isfinite(value).all() or float(value.flat[0]) != int(value.flat[0]):
+        raise UnsupportedModelError(f"{where}: {what} must be one integer, got {value.ravel()[:4].tolist()}")
+    return int(value.flat[0])
+
+
+def _param(graph: Graph, node: onnx.NodeProto, index: int, what: str, need_const: bool) -> np.ndarray:
+    """A scale or zero-point; only a weight quantizer needs its value (activations need bits only)."""
+    name = node.input[index] if len(node.input) > index else ""
+    if not name or not graph.is_const(name):
+        if need_const:
+            raise UnsupportedModelError(f"{graph.name(node)}: {what} is not a constant")
+        return np.zeros(())
+    value = graph.const(name).astype(np.float64)
+    if not np.isfinite(value).all():
+        raise UnsupportedModelError(f"{graph.name(node)}: {what} has NaN or Inf values")
+    return value
+
+
+def parse_quant(graph: Graph, node: onnx.NodeProto, need_params: bool) -> Quantizer:
+    """Read a QONNX quantizer, validating every attribute that changes its integer grid."""
+    name = graph.name(node)
+    scale = _param(graph, node, 1, "scale", need_params)
+    if need_params and (scale <= 0).any():
+        raise UnsupportedModelError(f"{name}: scale must be positive")
+    if node.op_type == "BipolarQuant":
+        return Quantizer(name, 1, IntRange(-1, 1), scale, np.zeros(()), "BIPOLAR")
+    zero_point = _param(graph, node, 2, "zero-point", need_params)
+    if (zero_point != np.round(zero_point)).any():
+        raise UnsupportedModelError(f"{name}: zero-point must be integer-valued")
+    bits = _scalar_int(graph, node, 3, "bit-width")
+    if not 1 <= bits <= MAX_BITS:
+        raise UnsupportedModelError(f"{name}: bit-width {bits} is outside 1..{MAX_BITS}")
+    signed, narrow = bool(attr(node, "signed", 1)), bool(attr(node, "narrow", 0))
+    rounding = attr(node, "rounding_mode", b"ROUND")
+    rounding = rounding.decode() if isinstance(rounding, bytes) else str(rounding)
+    if rounding.upper() not in _ROUNDING:
+        raise UnsupportedModelError(f"{name}: unsupported rounding_mode {rounding!r}")
+    grid = integer_range(bits, signed, narrow)
+    if grid.lo > grid.hi:
+        raise UnsupportedModelError(f"{name}: a {bits}-bit narrow quantizer has no values")
+    return Quantizer(name, bits, grid, scale, zero_point, rounding.upper())
+

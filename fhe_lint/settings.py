@@ -1,0 +1,19 @@
+"""Resolved options for one lint run; the CLI builds it, everything else only reads it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Settings:
+    n_max: int = 16
+    multiplier: float = 1.0
+    strict: bool = False
+    select: frozenset[str] = field(default_factory=frozenset)
+    ignore: frozenset[str] = field(default_factory=frozenset)
+    max_prune: float = 0.9
+
+    def enabled(self, code: str) -> bool:
+        """ruff semantics: an empty ``select`` means every rule; ``ignore`` wins over ``select``."""
+        return (not self.select or code in self.select) and code not in self.ignore

@@ -1,0 +1,65 @@
+"""FHE002 nonzero-budget
+
+## What it does
+Counts each neuron's non-zero weights (taps with ``q_w != zp_w``) and reports the neurons that
+keep more than ``floor(Omega * multiplier)``, where Concrete ML's pruning budget is
+``Omega = floor((2^n_max - 1) / ((2^weight_bits - 1) * (2^input_bits - 1)))``.
+
+## Why it matters
+Omega is the count of non-zero weights at which even the largest weights and inputs cannot
+overflow: below it a neuron is safe whatever its weights become after retraining. Concrete ML's
+built-in networks keep ``Omega * n_hidden_neurons_multiplier`` non-zeros per neuron, but prune
+layer-globally, so single neurons can exceed it. It is a warning because FHE001's exact bound is
+the actual guarantee; ``--strict`` makes it fail the run.
+
+## Example
+With 2-bit weights and inputs, Omega is 7281; with 6-bit ones it is 16::
+
+    model.onnx:/fc1/Gemm[neuron 0]: FHE002 64 non-zero weights > budget 16 = floor(Omega 16 x 1.0)
+
+## Fix
+``fhe-lint model.onnx --fix --strict`` prunes each violating neuron's smallest weights down to
+the budget. This prunes far more than FHE001 needs and costs accuracy; prefer the exact bound
+unless the weights will change after the check (retraining, fine-tuning).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+
+from fhe_lint.analysis import ModelAnalysis
+from fhe_lint.diagnostics import Diagnostic, Severity
+from fhe_lint.rule import FixAvailability, Rule
+
+
+def budget(omega: int, multiplier: float) -> int:
+    return math.floor(omega * multiplier)
+
+
+def check(analysis: ModelAnalysis) -> Iterator[Diagnostic]:
+    multiplier = analysis.settings.multiplier
+    for la in analysis.layers:
+        b = la.bounds
+        if b is None or b.omega < 1:  # Omega < 1 is FHE003
+            continue
+        limit = budget(b.omega, multiplier)
+        for k in np.flatnonzero(b.nonzero > limit):
+            count = int(b.nonzero[k])
+            yield RULE.diagnostic(
+                f"{count} non-zero weights > budget {limit} = floor(Omega {b.omega} x {multiplier:g})",
+                node=la.name, neuron=int(k), nonzero=count, limit=limit, omega=b.omega,
+            )
+
+
+RULE = Rule(
+    code="FHE002",
+    name="nonzero-budget",
+    severity=Severity.WARNING,
+    fix=FixAvailability.SOMETIMES,
+    summary="a neuron keeps more non-zero weights than floor(Omega * multiplier)",
+    doc=__doc__,
+    check=check,
+)

@@ -128,34 +128,39 @@ def _is_zero_pad(graph: Graph, node: onnx.NodeProto) -> bool:
 
 def input_range(graph: Graph, tensor: str) -> tuple[InputRange | None, str | None]:
     """The integer range a layer input can take, or why it is unknown."""
-    node = graph.producer.get(tensor)
-    if node is None:
-        return None, f"its input {tensor!r} is a model input with no quantizer in front"
+    padded = False
+    while True:
+        node = graph.producer.get(tensor)
+        if node is None:
+            return None, f"its input {tensor!r} is a model input with no quantizer in front"
+        op = node.op_type
+        if op == "Pad" and not _is_zero_pad(graph, node):
+            return None, f"Pad {graph.name(node)!r} pads with a non-zero constant"
+        moving = op in _VALUE_MOVING_OPS or op == "Pad" or (
+            op in _NEAREST_OPS and attr(node, "mode", b"nearest") in (b"nearest", "nearest")
+        )
+        if not moving:
+            break
+        padded |= op == "Pad"
+        tensor = node.input[0]
     if is_qonnx_quant(node):
         q = parse_quant(graph, node, need_params=False)
-        return InputRange(q.range, q.bits, (q.node,)), None
-    op = node.op_type
-    if op == "Concat":
-        found = [input_range(graph, t) for t in node.input if t and not graph.is_const(t)]
-        for rng, why in found:
-            if rng is None:
-                return None, why
-        ranges = [r for r, _ in found]
-        if not ranges:
-            return None, f"its input comes from Concat {graph.name(node)!r} of constants"
+        found = InputRange(q.range, q.bits, (q.node,))
+    elif op == "Concat":
+        parts = [input_range(graph, t) for t in node.input if t and not graph.is_const(t)]
+        unknown = next((why for rng, why in parts if rng is None), None)
+        if unknown or not parts:
+            return None, unknown or f"its input comes from Concat {graph.name(node)!r} of constants"
+        ranges = [rng for rng, _ in parts]
         total = ranges[0].range
         for r in ranges[1:]:
             total = total.union(r.range)
-        return InputRange(total, max(r.bits for r in ranges), sum((r.quantizers for r in ranges), ())), None
-    moving = op in _VALUE_MOVING_OPS or (op in _NEAREST_OPS and attr(node, "mode", b"nearest") in (b"nearest", "nearest"))
-    if op == "Pad":
-        found, why = input_range(graph, node.input[0])
-        if found is None or _is_zero_pad(graph, node):
-            return (InputRange(found.range.with_zero(), found.bits, found.quantizers) if found else None), why
-        return None, f"Pad {graph.name(node)!r} pads with a non-zero constant"
-    if moving:
-        return input_range(graph, node.input[0])
-    return None, f"its input comes from {op} {graph.name(node)!r} with no quantizer after it"
+        found = InputRange(total, max(r.bits for r in ranges), sum((r.quantizers for r in ranges), ()))
+    else:
+        return None, f"its input comes from {op} {graph.name(node)!r} with no quantizer after it"
+    if padded:
+        found = InputRange(found.range.with_zero(), found.bits, found.quantizers)
+    return found, None
 
 
 # --- weights ---

@@ -1,0 +1,220 @@
+"""Per-neuron L1-unstructured pruning: which weights to zero (a plan, pure) and how (a new model).
+
+A plan removes, in each violating neuron only, its smallest-magnitude non-zero weights, exactly
+as many as the failing rules need: FHE001 (exact bound within ``n_max``) and, with ``--strict``,
+FHE002 (at most ``floor(Omega * multiplier)`` non-zeros). Applying a plan changes only the float
+weights behind the quantizers, on a copy of the model; a weight path shared with a layer that is
+not being fixed is cloned first, so no other layer changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from fhe_lint import bounds
+from fhe_lint.analysis import LayerAnalysis, ModelAnalysis, tap_range
+from fhe_lint.errors import FixError
+from fhe_lint.graph import Graph
+from fhe_lint.linter import LintResult, lint_model
+from fhe_lint.rules.fhe002_nonzero_budget import budget
+
+
+@dataclass(frozen=True)
+class LayerPrune:
+    """Taps to zero in one layer: neuron indices and positions in the source initializer."""
+
+    layer: LayerAnalysis
+    neurons: np.ndarray  # neuron of each pruned tap
+    source_index: np.ndarray  # flat index into the float weight initializer
+
+    @property
+    def count(self) -> int:
+        return int(self.source_index.size)
+
+    @property
+    def fraction(self) -> float:
+        return self.count / max(self.layer.layer.weight.d.size, 1)
+
+
+def _violating(la: LayerAnalysis, n_max: int, limit: int | None) -> np.ndarray:
+    b = la.bounds
+    bad = b.bits > n_max
+    if limit is not None:
+        bad |= b.nonzero > limit
+    return np.flatnonzero(bad)
+
+
+def plan_layer(la: LayerAnalysis, n_max: int, nonzero_limit: int | None) -> LayerPrune | None:
+    """Smallest prefix (by |w|) of each violating neuron's non-zero taps whose removal fits it.
+
+    Removing a tap shrinks both ends of the interval (0 lies in every tap's range), so the
+    bits needed never grow along the prefix and the first prefix that fits is the minimum.
+    """
+    weight = la.layer.weight
+    rows = _violating(la, n_max, nonzero_limit)
+    if rows.size == 0:
+        return None
+    d = weight.d[rows]
+    order = np.argsort(np.where(d == 0, -1.0, weight.magnitude[rows]), axis=1, kind="stable")
+    sorted_d = np.take_along_axis(d, order, axis=1)
+    x = tap_range(la.layer)
+    t_lo, t_hi = bounds.term_extremes(sorted_d, x.lo, x.hi)
+
+    def remaining(terms: np.ndarray, total: np.ndarray) -> np.ndarray:
+        removed = np.concatenate([np.zeros_like(terms[:, :1]), np.cumsum(terms, axis=1)], axis=1)
+        return total[:, None] - removed
+
+    rem_lo = remaining(t_lo, la.bounds.lo[rows])
+    rem_hi = remaining(t_hi, la.bounds.hi[rows])
+    fits = bounds.range_bits(rem_lo, rem_hi, signed=la.bounds.signed) <= n_max
+    if nonzero_limit is not None:
+        fits &= remaining((sorted_d != 0).astype(np.int64), la.bounds.nonzero[rows]) <= nonzero_limit
+    cut = np.argmax(fits, axis=1)  # fits[:, -1] is True: nothing left fits anything
+    drop = (np.arange(d.shape[1])[None, :] < cut[:, None]) & (sorted_d != 0)
+    r, c = np.nonzero(drop)
+    cols = order[r, c]
+    return LayerPrune(la, rows[r], weight.source_index[rows[r], cols])
+
+
+def plan(analysis: ModelAnalysis, fix_budget: bool) -> list[LayerPrune]:
+    """The pruning that makes every analysable layer satisfy FHE001 (and FHE002 if asked)."""
+    s = analysis.settings
+    out = []
+    for la in analysis.layers:
+        if la.bounds is None:
+            continue
+        limit = budget(la.bounds.omega, s.multiplier) if fix_budget and la.bounds.omega >= 1 else None
+        n_max = s.n_max if s.enabled("FHE001") else np.iinfo(np.int64).max
+        p = plan_layer(la, n_max, limit)
+        if p is not None:
+            out.append(p)
+    return out
+
+
+# --- applying a plan to a copy of the model ---
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    k, candidate = 1, f"{name}_pruned"
+    while candidate in taken:
+        k += 1
+        candidate = f"{name}_pruned{k}"
+    taken.add(candidate)
+    return candidate
+
+
+def _is_shared(graph: Graph, la: LayerAnalysis) -> bool:
+    """Whether any tensor on the weight path also feeds something outside this layer's path."""
+    path = [*la.layer.weight.path, la.layer.node]
+    feeds = [la.layer.weight.source] + [n.output[0] for n in path[:-1]]
+    return not graph.is_initializer(la.layer.weight.source) or any(
+        len(graph.consumers[t]) != 1 or graph.consumers[t][0] is not consumer
+        for t, consumer in zip(feeds, path)
+    )
+
+
+def _pruned_weights(graph: Graph, p: LayerPrune) -> np.ndarray:
+    weight = p.layer.layer.weight
+    w = graph.const(weight.source).copy()
+    w.flat[p.source_index] = 0
+    q = weight.quantizer
+    zp = np.broadcast_to(q.zero_point, w.shape).ravel()[p.source_index]
+    if (q.quantize(np.zeros(p.count)) != zp).any():
+        raise FixError(
+            f"{p.layer.name}: the weight zero-point lies outside the quantizer's range; "
+            "a weight cannot be made to add nothing"
+        )
+    return w
+
+
+def apply(model: onnx.ModelProto, graph: Graph, prunes: list[LayerPrune]) -> onnx.ModelProto:
+    """A copy of ``model`` with the planned weights zeroed; nothing else changes."""
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    g = fixed.graph
+    index = {id(n): i for i, n in enumerate(graph.nodes)}
+    taken = {t.name for t in g.initializer} | {o for n in g.node for o in n.output} | {n.name for n in g.node}
+    inits = {t.name: t for t in g.initializer}
+    for p in prunes:
+        la, weight = p.layer, p.layer.layer.weight
+        values = _pruned_weights(graph, p)
+        doc = graph.const_proto(weight.source).doc_string
+        if not _is_shared(graph, la):
+            inits[weight.source].CopyFrom(_tensor(values, weight.source, doc))
+            continue
+        # Clone initializer and weight path for this layer alone, then rewire the layer.
+        tensor = _unique(weight.source, taken)
+        g.initializer.append(_tensor(values, tensor, doc))
+        for node in weight.path:
+            clone = onnx.NodeProto()
+            clone.CopyFrom(node)
+            clone.name = _unique(node.name or node.op_type, taken)
+            clone.input[0] = tensor
+            tensor = _unique(node.output[0], taken)
+            clone.output[0] = tensor
+            g.node.insert(len(g.node), clone)
+        layer_node = g.node[index[id(la.layer.node)]]
+        original_out = weight.path[-1].output[0]
+        for i, name in enumerate(layer_node.input):
+            if name == original_out:
+                layer_node.input[i] = tensor
+    _topological_sort(fixed)
+    return fixed
+
+
+def _tensor(values: np.ndarray, name: str, doc: str) -> onnx.TensorProto:
+    t = numpy_helper.from_array(values, name)
+    t.doc_string = doc
+    return t
+
+
+def _topological_sort(model: onnx.ModelProto) -> None:
+    """Appended clones must precede the layer they feed (ONNX requires topological order)."""
+    ordered = Graph(model).topological()
+    if [id(n) for n in ordered] != [id(n) for n in model.graph.node]:
+        copies = [onnx.NodeProto() for _ in ordered]
+        for c, n in zip(copies, ordered):
+            c.CopyFrom(n)
+        del model.graph.node[:]
+        model.graph.node.extend(copies)
+
+
+# --- the whole fix of one model: plan, apply, re-lint, accept or refuse ---
+
+
+@dataclass(frozen=True)
+class FixOutcome:
+    """What a fix did. ``model`` is the fixed model to write, None when nothing is written."""
+
+    result: LintResult
+    model: onnx.ModelProto | None
+    pruned: dict[str, int]
+    refused: str | None = None
+
+
+def fix_model(model: onnx.ModelProto, result: LintResult) -> FixOutcome:
+    s = result.analysis.settings
+    prunes = plan(result.analysis, fix_budget=s.strict and s.enabled("FHE002"))
+    pruned = {p.layer.name: p.count for p in prunes}
+    if not prunes:
+        refused = None
+        if result.fails(s.strict):
+            codes = ", ".join(sorted({d.code for d in result.diagnostics}))
+            refused = f"nothing prunable, and pruning cannot fix {codes}"
+        return FixOutcome(result, None, {}, refused)
+    for p in prunes:
+        if p.fraction > s.max_prune:
+            return FixOutcome(result, None, pruned, (
+                f"fixing {p.layer.name} would prune {p.fraction:.0%} of its weights "
+                f"(more than --max-prune {s.max_prune:.0%}); use fewer weight or input bits instead"
+            ))
+    fixed = apply(model, result.analysis.graph, prunes)
+    after = lint_model(fixed, result.path, s)
+    if after.fails(s.strict):
+        codes = ", ".join(sorted({d.code for d in after.diagnostics}))
+        return FixOutcome(result, None, pruned, f"the pruned model would still fail ({codes})")
+    return FixOutcome(after, fixed, pruned)

@@ -1,0 +1,61 @@
+"""The pure math: Concrete's bit count, exact intervals (checked by enumeration), Omega."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from fhe_lint import bounds
+
+# DESIGN.md: checked against Concrete's own tracer.
+CONCRETE_BITS = [
+    ((-274, 251), 10), ((-8, 7), 4), ((-8, 8), 5), ((0, 8), 4), ((-1, 0), 1), ((-32768, 32767), 16),
+    ((-32769, 0), 17), ((0, 65535), 16), ((0, 65536), 17), ((0, 0), 1),
+]
+
+
+@pytest.mark.parametrize(("rng", "bits"), CONCRETE_BITS)
+def test_range_bits_matches_concrete(rng, bits):
+    assert bounds.int_bits(*rng) == bits
+    assert bounds.range_bits(np.array([rng[0]]), np.array([rng[1]]))[0] == bits
+
+
+def test_bits_in_a_signed_layer_count_a_sign_bit():
+    # [0, 40000] alone is 16 unsigned bits; inside a layer whose tensor is signed it needs 17.
+    assert bounds.range_bits(np.array([0]), np.array([40000]))[0] == 16
+    assert bounds.range_bits(np.array([0]), np.array([40000]), signed=True)[0] == 17
+
+
+def test_bit_length_is_exact_at_powers_of_two():
+    xs = np.array([0, 1, 2, 3, 4, 2**31 - 1, 2**31, 2**53 + 1, 2**62 - 1], dtype=np.int64)
+    assert bounds.bit_length(xs).tolist() == [int(x).bit_length() for x in xs.tolist()]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_interval_is_exact_by_enumeration(seed):
+    rng = np.random.default_rng(seed)
+    d = rng.integers(-7, 8, size=(3, 4))
+    x_lo, x_hi = int(rng.integers(-4, 1)), int(rng.integers(0, 5))
+    lo, hi = bounds.accumulator_interval(d, x_lo, x_hi)
+    values = np.array([d @ np.array(x) for x in itertools.product(range(x_lo, x_hi + 1), repeat=4)])
+    assert lo.tolist() == values.min(axis=0).tolist()
+    assert hi.tolist() == values.max(axis=0).tolist()
+
+
+def test_huge_products_stay_exact():
+    d = np.full((1, 4), 2**32, dtype=np.int64)
+    lo, hi = bounds.accumulator_interval(d, -(2**31), 2**31 - 1)
+    assert int(hi[0]) == 4 * 2**32 * (2**31 - 1)
+    assert int(lo[0]) == -4 * 2**32 * 2**31
+    assert int(bounds.range_bits(lo, hi)[0]) == max((-int(lo[0]) - 1).bit_length(), int(hi[0]).bit_length()) + 1
+
+
+@pytest.mark.parametrize(("w", "x", "expected"), [(2, 2, 7281), (4, 4, 291), (6, 6, 16), (7, 7, 4), (8, 8, 1), (9, 8, 0)])
+def test_omega(w, x, expected):
+    assert bounds.omega(16, w, x) == expected
+
+
+def test_nonzero_counts_taps_off_the_zero_point():
+    assert bounds.nonzero_count(np.array([[0, 1, -2], [0, 0, 0]])).tolist() == [2, 0]

@@ -6,6 +6,7 @@ one scale or zero-point initializer is typically shared by many quantizers.
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
 from collections.abc import Iterator
 
@@ -79,7 +80,8 @@ class Graph:
                 yield node
 
     def topological(self) -> list[onnx.NodeProto]:
-        """Nodes in dependency order (Kahn); a cycle or an undefined tensor is a broken model."""
+        """Nodes in dependency order, the file's own order wherever it is already valid (Kahn with
+        a min-heap on position); a cycle or an undefined tensor is a broken model."""
         known = set(self._const_protos) | {i.name for i in self.model.graph.input} | {""}
         waiting: dict[str, list[int]] = defaultdict(list)
         missing_count = []
@@ -89,15 +91,16 @@ class Graph:
             for i in needs:
                 waiting[i].append(k)
         ready = [k for k, n in enumerate(missing_count) if n == 0]
+        heapq.heapify(ready)
         ordered: list[onnx.NodeProto] = []
         while ready:
-            node = self.nodes[ready.pop()]
+            node = self.nodes[heapq.heappop(ready)]
             ordered.append(node)
             for out in node.output:
                 for k in waiting.pop(out, ()):
                     missing_count[k] -= 1
                     if missing_count[k] == 0:
-                        ready.append(k)
+                        heapq.heappush(ready, k)
         if len(ordered) < len(self.nodes):
             undefined = sorted(t for t in waiting if t not in self.producer)
             if undefined:

@@ -137,6 +137,6 @@ def summary_line(reports: list[FileReport]) -> str:
     s = summary(reports)
     files = f"{s['files']} file{'s' if s['files'] != 1 else ''}"
     failed = f", {s['failed_to_analyse']} could not be analysed" if s["failed_to_analyse"] else ""
-    if not s["errors"] and not s["warnings"]:
-        return f"All checks passed ({files}{failed})."
+    if not s["errors"] and not s["warnings"] and not s["failed_to_analyse"]:
+        return f"All checks passed ({files})."
     return f"Found {s['errors']} error(s) and {s['warnings']} warning(s) in {files}{failed}."

@@ -1,0 +1,166 @@
+"""The command line contract: exit codes, one-line errors, options, rule docs, packaging."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from conftest import FIXTURES, lint_json, run_cli
+from qonnx_builder import QonnxBuilder, integer_weights
+
+CLEAN = FIXTURES / "mlp_w2a2.onnx"
+OVERFLOW = FIXTURES / "mlp_w6a6_unsigned_in.onnx"
+
+
+def assert_one_line_error(p: subprocess.CompletedProcess, fragment: str) -> None:
+    assert p.returncode == 2, p.stdout + p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fhe-lint: error: "), p.stderr
+    assert fragment in lines[0]
+    assert "Traceback" not in p.stderr + p.stdout
+
+
+def _model_with_bits(tmp_path, bits) -> str:
+    rng = np.random.default_rng(0)
+    _, w = integer_weights(rng, (2, 4), 4)
+    b = QonnxBuilder()
+    x = b.quant(b.input([1, 4]), 0.1, bits)
+    m = b.build(b.node("Gemm", [x, b.weight(w, 0.1, 4)], transB=1))
+    path = tmp_path / f"bits_{bits}.onnx"
+    onnx.save(m, path)
+    return path
+
+
+def _write(name: str, data: bytes):
+    def make(d):
+        (d / name).write_bytes(data)
+        return d / name
+
+    return make
+
+
+BAD_INPUTS = {
+    "missing": (lambda d: d / "nope.onnx", "no such file"),
+    "directory": (lambda d: d, "not a regular file"),
+    "empty": (_write("e.onnx", b""), "not an ONNX model"),
+    "text": (_write("t.onnx", b"hello\n"), "not an ONNX model"),
+    "random": (_write("r.onnx", bytes([8]) + np.random.default_rng(0).bytes(5000)), "not an ONNX model"),
+    "truncated": (_write("tr.onnx", CLEAN.read_bytes()[:20000]), "truncated"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_one_line_and_exit_2(case, tmp_path):
+    make, fragment = BAD_INPUTS[case]
+    assert_one_line_error(run_cli(make(tmp_path)), fragment)
+
+
+@pytest.mark.parametrize(("bits", "fragment"), [(0, "outside 1..32"), (40, "outside 1..32"), (2.5, "one integer"), (-3, "outside")])
+def test_absurd_bit_widths(bits, fragment, tmp_path):
+    assert_one_line_error(run_cli(_model_with_bits(tmp_path, bits)), fragment)
+
+
+def test_missing_initializer(tmp_path):
+    m = onnx.load(CLEAN)
+    victim = next(n.input[1] for n in m.graph.node if n.op_type == "Quant" and "weight" in n.name)
+    keep = [t for t in m.graph.initializer if t.name != victim]
+    del m.graph.initializer[:]
+    m.graph.initializer.extend(keep)
+    path = tmp_path / "missing_init.onnx"
+    onnx.save(m, path)
+    assert_one_line_error(run_cli(path), "never defined")
+
+
+def test_graph_without_linear_layers(tmp_path):
+    b = QonnxBuilder()
+    m = b.build(b.node("Relu", [b.quant(b.input([1, 4]), 0.1, 4)]))
+    path = tmp_path / "nolinear.onnx"
+    onnx.save(m, path)
+    assert_one_line_error(run_cli(path), "no linear layer")
+
+
+def test_one_bad_file_among_good_ones_still_reports_the_others(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_text("not a model")
+    p = run_cli(CLEAN, bad, OVERFLOW)
+    assert p.returncode == 2
+    assert "FHE001" in p.stdout and p.stderr.count("fhe-lint: error:") == 1
+
+
+def test_exit_codes_warnings_and_strict():
+    # mlp_w4a4_deep has FHE002 warnings only with a small multiplier; warnings exit 0, --strict exits 1
+    args = [FIXTURES / "mlp_w4a4_deep.onnx", "--multiplier", "0.1"]
+    rc, rep = lint_json(*args)
+    assert rc == 0 and rep["summary"]["warnings"] > 0 and rep["summary"]["errors"] == 0
+    rc, _ = lint_json(*args, "--strict")
+    assert rc == 1
+
+
+def test_select_ignore_and_n_max():
+    rc, rep = lint_json(OVERFLOW, "--ignore", "FHE001,FHE002")
+    assert rc == 0 and rep["files"][0]["diagnostics"] == []
+    rc, rep = lint_json(OVERFLOW, "--select", "FHE002")
+    assert {d["code"] for d in rep["files"][0]["diagnostics"]} == {"FHE002"}
+    rc, rep = lint_json(OVERFLOW, "--n-max", "17", "--select", "FHE001")
+    assert rc == 0 and rep["files"][0]["n_max"] == 17
+
+
+@pytest.mark.parametrize("args", [["--select", "FHE999", str(CLEAN)], ["--output", "x.onnx", str(CLEAN)],
+                                  ["--n-max", "0", str(CLEAN)], ["--format", "xml", str(CLEAN)], ["check"]])
+def test_usage_errors_exit_2(args):
+    p = run_cli(*args)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+
+
+def test_text_lines_are_grep_able():
+    p = run_cli(OVERFLOW)
+    assert p.returncode == 1
+    line = next(x for x in p.stdout.splitlines() if " FHE001 " in x)
+    assert line.startswith(f"{OVERFLOW}:/seq/seq.3/Gemm[neuron ")
+    assert p.stdout.strip().splitlines()[-1].startswith("Found ")
+    assert run_cli(OVERFLOW, "--quiet").stdout.strip().splitlines()[-1].count("FHE00") == 1
+
+
+def test_layers_table():
+    p = run_cli(CLEAN, "--layers")
+    assert p.returncode == 0
+    assert "headroom" in p.stdout and "/seq/seq.1/Gemm" in p.stdout and "[-40, 35]" in p.stdout
+
+
+def test_rule_docs_for_every_code():
+    from fhe_lint.rule import DOC_SECTIONS
+    from fhe_lint.rules import RULES
+
+    listing = run_cli("rules").stdout
+    for code in RULES:
+        p = run_cli("rule", code.lower())
+        assert p.returncode == 0 and code in p.stdout and code in listing
+        for section in DOC_SECTIONS:
+            assert f"## {section}" in p.stdout, (code, section)
+    assert run_cli("rule", "FHE999").returncode == 2
+
+
+def test_version_and_help():
+    assert run_cli("--version").stdout.startswith("fhe-lint, version")
+    p = run_cli("check", "--help")
+    assert p.returncode == 0 and "--fix" in p.stdout and "--max-prune" in p.stdout
+
+
+def test_rules_install_as_fhe_lint_rules_and_no_heavy_imports():
+    code = (
+        "import importlib.util, sys, fhe_lint.cli, fhe_lint.fix, fhe_lint.rules;"
+        "print(importlib.util.find_spec('rules') is None,"
+        " any(m.split('.')[0] in ('concrete', 'torch', 'onnxruntime') for m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", check=True)
+    assert out.stdout.split() == ["True", "False"]
+
+
+def test_json_is_parseable_for_many_files():
+    rc, rep = lint_json(CLEAN, OVERFLOW)
+    assert rc == 1 and [f["path"] for f in rep["files"]] == [str(CLEAN), str(OVERFLOW)]
+    assert json.loads(json.dumps(rep)) == rep

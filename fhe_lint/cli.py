@@ -36,7 +36,9 @@ def _codes(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -
     return frozenset(codes)
 
 
-@click.group(cls=_DefaultCheckGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_DefaultCheckGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog="Options of the lint itself: fhe-lint check --help. Exit codes: 0 clean or warnings "
+                    "only, 1 errors (or any finding with --strict), 2 usage error or unreadable model.")
 @click.version_option(__version__, prog_name="fhe-lint")
 def main() -> None:
     """Check that quantized ONNX models fit Concrete ML's 16-bit accumulators, and fix them.

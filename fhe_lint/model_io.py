@@ -7,7 +7,10 @@ target's directory, fsync, rename; on any failure the original is untouched and 
 
 from __future__ import annotations
 
+import errno
 import os
+import re
+import secrets
 import stat
 import tempfile
 from pathlib import Path
@@ -17,6 +20,7 @@ from google.protobuf.message import DecodeError
 from onnx import external_data_helper
 
 from fhe_lint.errors import FixError, ModelLoadError
+from fhe_lint.quantizers import QONNX_DOMAINS
 
 # protobuf writes fields in number order and ModelProto's field 1 is ir_version (a varint):
 # every serialized ONNX model starts with the tag byte 0x08. Checking it first keeps a huge
@@ -45,8 +49,22 @@ def read_model(path: Path) -> tuple[onnx.ModelProto, bytes]:
         raise ModelLoadError(f"{path}: not an ONNX model or truncated ({e})") from e
     if model.ir_version < 3 or not model.HasField("graph") or not model.graph.node:
         raise ModelLoadError(f"{path}: not an ONNX model (no ir_version or empty graph)")
+    _check(data, path)
     _load_external_data(model, path)
     return model, data
+
+
+def _check(data: bytes, path: Path) -> None:
+    """onnx.checker on the bytes already read (no re-serialization), tolerating one quirk of
+    QONNX exports: custom quantizer domains used without an opset import."""
+    try:
+        onnx.checker.check_model(data)
+    except onnx.checker.ValidationError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        missing = re.match(r"No opset import for domain '([^']*)'", first)
+        if missing and missing.group(1) in QONNX_DOMAINS:
+            return
+        raise ModelLoadError(f"{path}: invalid ONNX model: {first}") from e
 
 
 def _external_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
@@ -85,28 +103,74 @@ def has_external_data(model: onnx.ModelProto) -> bool:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` (through a symlink: its target) with ``data``, all or nothing."""
+    """Replace ``path`` (through a symlink: its target) with ``data``, all or nothing.
+
+    The data goes to an unnamed file in the target's directory (``O_TMPFILE``), which a crash
+    simply discards; only once it is complete and fsynced does it get a name, immediately renamed
+    over the target. Where ``O_TMPFILE`` is unavailable a named temp file is used and removed on
+    any error.
+    """
     target = Path(os.path.realpath(path))
     try:
         mode = stat.S_IMODE(target.stat().st_mode)
     except FileNotFoundError:
         mode = 0o666 & ~_umask()
-    try:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     except OSError as e:
         raise FixError(f"{path}: cannot write: {e.strerror or e}") from e
+    tmp: Path | None = None
     try:
+        fd, tmp = _open_temp(target, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, mode)
+            os.fchmod(f.fileno(), mode)
+            if tmp is None:  # unnamed: give it a name only now that it is whole
+                tmp = _name_unnamed(f.fileno(), target)
         os.replace(tmp, target)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise FixError(f"{path}: cannot write: {e.strerror or e}") from e
-        raise
+        tmp = None
+        _fsync_dir(target.parent)
+    except OSError as e:
+        raise FixError(f"{path}: cannot write: {e.strerror or e}; the original is untouched") from e
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+
+
+def _open_temp(target: Path, mode: int) -> tuple[int, Path | None]:
+    if hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd"):
+        try:
+            return os.open(target.parent, os.O_TMPFILE | os.O_WRONLY, mode), None
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    return fd, Path(name)
+
+
+def _name_unnamed(fd: int, target: Path) -> Path:
+    """linkat(AT_SYMLINK_FOLLOW) of an O_TMPFILE file; a dir fd makes Python use linkat."""
+    name = f".{target.name}.{secrets.token_hex(6)}.tmp"
+    dir_fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dir_fd, follow_symlinks=True)
+    finally:
+        os.close(dir_fd)
+    return target.parent / name
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:

@@ -86,33 +86,36 @@ def _scalar_int(graph: Graph, node: onnx.NodeProto, index: int, what: str) -> in
     if len(node.input) <= index or not graph.is_const(node.input[index]):
         raise UnsupportedModelError(f"{where}: {what} is not a constant")
     value = graph.const(node.input[index])
-    if value.size != 1 or not np.isfinite(value).all() or float(value.flat[0]) != int(value.flat[0]):
+    if (value.size != 1 or not np.issubdtype(value.dtype, np.number) or not np.isfinite(value).all()
+            or float(value.flat[0]) != int(value.flat[0])):
         raise UnsupportedModelError(f"{where}: {what} must be one integer, got {value.ravel()[:4].tolist()}")
     return int(value.flat[0])
 
 
-def _param(graph: Graph, node: onnx.NodeProto, index: int, what: str, need_const: bool) -> np.ndarray:
+def _param(graph: Graph, node: onnx.NodeProto, index: int, what: str, need_const: bool) -> np.ndarray | None:
     """A scale or zero-point; only a weight quantizer needs its value (activations need bits only)."""
     name = node.input[index] if len(node.input) > index else ""
     if not name or not graph.is_const(name):
         if need_const:
             raise UnsupportedModelError(f"{graph.name(node)}: {what} is not a constant")
-        return np.zeros(())
-    value = graph.const(name).astype(np.float64)
-    if not np.isfinite(value).all():
-        raise UnsupportedModelError(f"{graph.name(node)}: {what} has NaN or Inf values")
-    return value
+        return None
+    value = graph.const(name)
+    if not np.issubdtype(value.dtype, np.number) or not np.isfinite(value).all():
+        raise UnsupportedModelError(f"{graph.name(node)}: {what} has NaN, Inf or non-numeric values")
+    return value.astype(np.float64)
 
 
 def parse_quant(graph: Graph, node: onnx.NodeProto, need_params: bool) -> Quantizer:
     """Read a QONNX quantizer, validating every attribute that changes its integer grid."""
     name = graph.name(node)
     scale = _param(graph, node, 1, "scale", need_params)
-    if need_params and (scale <= 0).any():
+    if scale is not None and (scale <= 0).any():
         raise UnsupportedModelError(f"{name}: scale must be positive")
+    scale = np.ones(()) if scale is None else scale
     if node.op_type == "BipolarQuant":
         return Quantizer(name, 1, IntRange(-1, 1), scale, np.zeros(()), "BIPOLAR")
     zero_point = _param(graph, node, 2, "zero-point", need_params)
+    zero_point = np.zeros(()) if zero_point is None else zero_point
     if (zero_point != np.round(zero_point)).any():
         raise UnsupportedModelError(f"{name}: zero-point must be integer-valued")
     bits = _scalar_int(graph, node, 3, "bit-width")

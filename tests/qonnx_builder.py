@@ -50,16 +50,27 @@ class QonnxBuilder:
         return self.quant(self.const(w, name), scale, bits, signed=True, narrow=narrow, zero_point=zero_point)
 
     def build(self, output: str) -> onnx.ModelProto:
-        graph = helper.make_graph(
-            self.nodes, "g", self.inputs, [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)],
-            initializer=self.inits,
-        )
-        model = helper.make_model(
-            graph, opset_imports=[helper.make_opsetid("", 14), helper.make_opsetid("onnx.brevitas", 1)],
-            producer_name="fhe-lint-tests",
-        )
-        model.ir_version = 8
-        return model
+        """The model, its output shape found by running it once (onnx's shape inference stops at Quant)."""
+        from reference import run
+
+        def make(shape):
+            graph = helper.make_graph(
+                self.nodes, "g", self.inputs, [helper.make_tensor_value_info(output, TensorProto.FLOAT, shape)],
+                initializer=self.inits,
+            )
+            model = helper.make_model(
+                graph, opset_imports=[helper.make_opsetid("", 14), helper.make_opsetid("onnx.brevitas", 1)],
+                producer_name="fhe-lint-tests",
+            )
+            model.ir_version = 8
+            return model
+
+        dims = [d.dim_value for d in self.inputs[0].type.tensor_type.shape.dim]
+        try:
+            shape = list(run(make(None), np.zeros(dims, dtype=np.float32)).shape)
+        except Exception:  # noqa: BLE001 - deliberately broken models (bad bit-widths) do not run
+            shape = None
+        return make(shape)
 
 
 def integer_weights(rng: np.random.Generator, shape, bits: int, scale: float = 0.1, density: float = 1.0):

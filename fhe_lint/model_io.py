@@ -26,6 +26,7 @@ from fhe_lint.quantizers import QONNX_DOMAINS
 # every serialized ONNX model starts with the tag byte 0x08. Checking it first keeps a huge
 # non-ONNX file from being read whole.
 _ONNX_FIRST_BYTE = 0x08
+_PROTOBUF_LIMIT = 2**31
 
 
 def read_model(path: Path) -> tuple[onnx.ModelProto, bytes]:
@@ -35,6 +36,12 @@ def read_model(path: Path) -> tuple[onnx.ModelProto, bytes]:
     if not path.is_file():
         raise ModelLoadError(f"{path}: not a regular file")
     try:
+        size = path.stat().st_size
+        if size >= _PROTOBUF_LIMIT:
+            raise ModelLoadError(
+                f"{path}: {size} bytes is past protobuf's 2 GiB limit, so not a single-file ONNX model "
+                "(large models keep their weights in external data files)"
+            )
         with path.open("rb") as f:
             head = f.read(1)
             if head != bytes([_ONNX_FIRST_BYTE]):
@@ -49,16 +56,19 @@ def read_model(path: Path) -> tuple[onnx.ModelProto, bytes]:
         raise ModelLoadError(f"{path}: not an ONNX model or truncated ({e})") from e
     if model.ir_version < 3 or not model.HasField("graph") or not model.graph.node:
         raise ModelLoadError(f"{path}: not an ONNX model (no ir_version or empty graph)")
-    _check(data, path)
-    _load_external_data(model, path)
+    if _external_tensors(model):
+        _load_external_data(model, path)  # validates every location first
+        _check(model.SerializeToString() if model.ByteSize() < _PROTOBUF_LIMIT else str(path), path)
+    else:
+        _check(data, path)
     return model, data
 
 
-def _check(data: bytes, path: Path) -> None:
+def _check(model: bytes | str, path: Path) -> None:
     """onnx.checker on the bytes already read (no re-serialization), tolerating one quirk of
     QONNX exports: custom quantizer domains used without an opset import."""
     try:
-        onnx.checker.check_model(data)
+        onnx.checker.check_model(model)
     except onnx.checker.ValidationError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         missing = re.match(r"No opset import for domain '([^']*)'", first)

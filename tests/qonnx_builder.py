@@ -69,7 +69,7 @@ class QonnxBuilder:
         try:
             shape = list(run(make(None), np.zeros(dims, dtype=np.float32)).shape)
         except Exception:  # noqa: BLE001 - deliberately broken models (bad bit-widths) do not run
-            shape = None
+            shape = ["batch", "features"]
         return make(shape)
 
 

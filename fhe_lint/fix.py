@@ -123,7 +123,7 @@ def _pruned_weights(graph: Graph, p: LayerPrune) -> np.ndarray:
     w.flat[p.source_index] = 0
     q = weight.quantizer
     zp = np.broadcast_to(q.zero_point, w.shape).ravel()[p.source_index]
-    if (q.quantize(np.zeros(p.count)) != zp).any():
+    if (q.quantize(w).ravel()[p.source_index] != zp).any():
         raise FixError(
             f"{p.layer.name}: the weight zero-point lies outside the quantizer's range; "
             "a weight cannot be made to add nothing"

@@ -13,23 +13,28 @@ from onnx import TensorProto, helper, numpy_helper
 
 
 class QonnxBuilder:
-    def __init__(self) -> None:
+    def __init__(self, dtype=np.float32) -> None:
+        self.dtype = np.dtype(dtype)
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
         self.inputs: list[onnx.ValueInfoProto] = []
         self.outputs: list[str] = []
         self._ids = itertools.count()
 
+    @property
+    def _elem(self) -> int:
+        return helper.np_dtype_to_tensor_dtype(self.dtype)
+
     def fresh(self, stem: str) -> str:
         return f"{stem}_{next(self._ids)}"
 
     def const(self, value, name: str | None = None) -> str:
         name = name or self.fresh("c")
-        self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=np.float32), name))
+        self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=self.dtype), name))
         return name
 
     def input(self, shape: list[int], name: str = "x") -> str:
-        self.inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
+        self.inputs.append(helper.make_tensor_value_info(name, self._elem, shape))
         return name
 
     def node(self, op: str, inputs: list[str], domain: str = "", name: str | None = None, **attrs) -> str:
@@ -55,7 +60,7 @@ class QonnxBuilder:
 
         def make(shape):
             graph = helper.make_graph(
-                self.nodes, "g", self.inputs, [helper.make_tensor_value_info(output, TensorProto.FLOAT, shape)],
+                self.nodes, "g", self.inputs, [helper.make_tensor_value_info(output, self._elem, shape)],
                 initializer=self.inits,
             )
             model = helper.make_model(
@@ -67,7 +72,7 @@ class QonnxBuilder:
 
         dims = [d.dim_value for d in self.inputs[0].type.tensor_type.shape.dim]
         try:
-            shape = list(run(make(None), np.zeros(dims, dtype=np.float32)).shape)
+            shape = list(run(make(None), np.zeros(dims, dtype=self.dtype)).shape)
         except Exception:  # noqa: BLE001 - deliberately broken models (bad bit-widths) do not run
             shape = ["batch", "features"]
         return make(shape)

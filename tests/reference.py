@@ -16,10 +16,11 @@ class Quant(OpRun):
         lo = -(2 ** (b - 1)) + narrow if signed else 0
         hi = 2 ** (b - 1) - 1 if signed else 2**b - 1 - narrow
         q = np.clip(np.round(x / scale + zero_point), lo, hi)
-        return ((q - zero_point) * scale).astype(np.float32),
+        return ((q - zero_point) * scale).astype(x.dtype),
 
 
 def run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     """Evaluate ``model`` on float input ``x``; return its first output."""
-    feed = {model.graph.input[0].name: x.astype(np.float32)}
+    elem = model.graph.input[0].type.tensor_type.elem_type
+    feed = {model.graph.input[0].name: x.astype(onnx.helper.tensor_dtype_to_np_dtype(elem))}
     return ReferenceEvaluator(model, new_ops=[Quant]).run(None, feed)[0]

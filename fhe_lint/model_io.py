@@ -49,6 +49,13 @@ def read_model(path: Path) -> tuple[onnx.ModelProto, bytes]:
             data = head + f.read()
     except OSError as e:
         raise ModelLoadError(f"{path}: cannot read: {e.strerror or e}") from e
+    return parse_model(data, path), data
+
+
+def parse_model(data: bytes, path: Path) -> onnx.ModelProto:
+    """Parse and validate serialized ONNX ``data``; ``path`` locates external data and messages."""
+    if data[:1] != bytes([_ONNX_FIRST_BYTE]):
+        raise ModelLoadError(f"{path}: not an ONNX model (empty or wrong header)")
     model = onnx.ModelProto()
     try:
         model.ParseFromString(data)
@@ -61,7 +68,7 @@ def read_model(path: Path) -> tuple[onnx.ModelProto, bytes]:
         _check(model.SerializeToString() if model.ByteSize() < _PROTOBUF_LIMIT else str(path), path)
     else:
         _check(data, path)
-    return model, data
+    return model
 
 
 def _check(model: bytes | str, path: Path) -> None:
@@ -69,7 +76,7 @@ def _check(model: bytes | str, path: Path) -> None:
     QONNX exports: custom quantizer domains used without an opset import."""
     try:
         onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as e:
+    except (onnx.checker.ValidationError, ValueError) as e:  # ValueError: e.g. invalid UTF-8 in names
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         missing = re.match(r"No opset import for domain '([^']*)'", first)
         if missing and missing.group(1) in QONNX_DOMAINS:

@@ -59,8 +59,8 @@ class Graph:
                 raise UnsupportedModelError(f"tensor {tensor!r} is not a constant (initializer)")
             try:
                 self._const_cache[tensor] = numpy_helper.to_array(proto)
-            except (ValueError, TypeError) as e:
-                raise UnsupportedModelError(f"initializer {tensor!r} cannot be decoded: {e}") from e
+            except (ValueError, TypeError, KeyError) as e:  # KeyError: unknown data_type
+                raise UnsupportedModelError(f"initializer {tensor!r} cannot be decoded: {e!r}") from e
         return self._const_cache[tensor]
 
     def const_proto(self, tensor: str) -> onnx.TensorProto | None:
@@ -113,5 +113,8 @@ def attr(node: onnx.NodeProto, name: str, default=None):
     """The value of attribute ``name`` of ``node`` (decoded), or ``default``."""
     for a in node.attribute:
         if a.name == name:
-            return onnx.helper.get_attribute_value(a)
+            try:
+                return onnx.helper.get_attribute_value(a)
+            except (ValueError, TypeError, KeyError) as e:
+                raise UnsupportedModelError(f"{node.op_type} {node.name!r}: attribute {name!r} is malformed") from e
     return default

@@ -65,7 +65,7 @@ def run(cases: int, seed: int = 0) -> tuple[Counter, list[str]]:
             outcomes["typed error"] += 1
         except Exception:  # noqa: BLE001 - that is what we are looking for
             outcomes["CRASH"] += 1
-            crashes.append(f"case {case} ({path.name}):\n{traceback.format_exc(limit=4)}")
+            crashes.append(f"case {case} ({path.name}):\n{traceback.format_exc(limit=-3)}")
     return outcomes, crashes
 
 

@@ -40,9 +40,17 @@ def accumulator_interval(d: np.ndarray, x_lo: int, x_hi: int) -> tuple[np.ndarra
 
     Each tap reads a different input element, so the taps' extremes are reached at once: the
     interval is the sum of the per-tap intervals and it is attained (tight), not just a bound.
+    With ``x_lo <= x_hi`` a positive tap peaks at ``x_hi`` and a negative one at ``x_lo``, so two
+    reductions (sums of the positive and of the negative taps) give both ends without any
+    weight-sized temporary wider than ``d`` itself.
     """
-    lo, hi = term_extremes(d, x_lo, x_hi)
-    return lo.sum(axis=-1), hi.sum(axis=-1)
+    wide = _exact_dtype(d, 1, 1)  # can the sums of |d| wrap?
+    pos = np.clip(d, 0, None).sum(axis=-1, dtype=wide)
+    neg = d.sum(axis=-1, dtype=wide) - pos
+    peak = int(np.max(np.abs(np.concatenate([pos, neg])), initial=0)) if pos.size else 0
+    if wide is not np.int64 or 2 * peak * max(abs(x_lo), abs(x_hi)) >= _INT64_SAFE:
+        pos, neg = pos.astype(object), neg.astype(object)
+    return x_lo * pos + x_hi * neg, x_hi * pos + x_lo * neg
 
 
 def bit_length(x: np.ndarray) -> np.ndarray:

@@ -108,7 +108,7 @@ def _run_one(path: Path, settings, fix: bool, output: Path | None):
     from fhe_lint.model_io import has_external_data, read_model, write_atomic
 
     try:
-        model, raw = read_model(path)
+        model = read_model(path)
         result = lint_model(model, path, settings)
         if not fix:
             return reporters.FileReport(path, result)
@@ -123,7 +123,7 @@ def _run_one(path: Path, settings, fix: bool, output: Path | None):
         if outcome.model is not None:
             write_atomic(target, outcome.model.SerializeToString())
         elif output is not None:
-            write_atomic(output, raw)  # a clean model is copied byte for byte
+            write_atomic(output, path.read_bytes())  # a clean model is copied byte for byte
         else:
             target = None
         return reporters.FileReport(path, outcome.result, fix=outcome, written=target)

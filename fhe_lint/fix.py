@@ -59,7 +59,7 @@ def plan_layer(la: LayerAnalysis, n_max: int, nonzero_limit: int | None) -> Laye
     if rows.size == 0:
         return None
     d = weight.d[rows]
-    order = np.argsort(np.where(d == 0, -1.0, weight.magnitude[rows]), axis=1, kind="stable")
+    order = np.argsort(np.where(d == 0, -1.0, weight.magnitude()[rows]), axis=1, kind="stable")
     sorted_d = np.take_along_axis(d, order, axis=1)
     x = tap_range(la.layer)
     t_lo, t_hi = bounds.term_extremes(sorted_d, x.lo, x.hi)
@@ -77,7 +77,7 @@ def plan_layer(la: LayerAnalysis, n_max: int, nonzero_limit: int | None) -> Laye
     drop = (np.arange(d.shape[1])[None, :] < cut[:, None]) & (sorted_d != 0)
     r, c = np.nonzero(drop)
     cols = order[r, c]
-    return LayerPrune(la, rows[r], weight.source_index[rows[r], cols])
+    return LayerPrune(la, rows[r], weight.source_index()[rows[r], cols])
 
 
 def plan(analysis: ModelAnalysis, fix_budget: bool) -> list[LayerPrune]:

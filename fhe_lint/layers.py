@@ -25,20 +25,29 @@ LINEAR_OPS = frozenset({"Gemm", "MatMul", "Conv"})
 class WeightTensor:
     """A layer's weights as ``(neurons, fan_in)`` arrays, each tap traceable to its float source.
 
-    ``d`` is ``q_w - zp_w``; ``magnitude`` is the float weight's absolute value (the L1 pruning
-    order); ``source_index`` is each tap's flat position in the ``source`` initializer.
+    ``d`` is ``q_w - zp_w`` in the narrowest integer type; ``layout`` maps any array shaped like
+    the ``source`` initializer to the same ``(neurons, fan_in)`` arrangement, so that what only
+    a fix needs (magnitudes, positions) is computed only when fixing.
     """
 
     d: np.ndarray
-    magnitude: np.ndarray
-    source_index: np.ndarray
     source: str
+    float_weights: np.ndarray
     quantizer: Quantizer
     path: tuple[onnx.NodeProto, ...]
+    layout: Callable[[np.ndarray], np.ndarray]
 
     @property
     def bits(self) -> int:
         return self.quantizer.bits
+
+    def magnitude(self) -> np.ndarray:
+        """|w| of the float weights: the L1 pruning order."""
+        return self.layout(np.abs(self.float_weights))
+
+    def source_index(self) -> np.ndarray:
+        """Each tap's flat position in the ``source`` initializer."""
+        return self.layout(np.arange(self.float_weights.size).reshape(self.float_weights.shape))
 
 
 @dataclass(frozen=True)
@@ -214,21 +223,24 @@ def _weight_tensor(graph: Graph, layer: onnx.NodeProto, operand: int, quant: onn
     if not np.issubdtype(w.dtype, np.number) or not np.isfinite(w).all():
         raise UnsupportedModelError(f"{graph.name(quant)}: weight {source!r} has NaN, Inf or non-numeric values")
     try:
-        zp = np.broadcast_to(q.zero_point, w.shape)
-        np.broadcast_shapes(q.scale.shape, w.shape)
+        np.broadcast_to(q.zero_point, w.shape)
+        np.broadcast_to(q.scale, w.shape)
     except ValueError as e:
         raise UnsupportedModelError(
             f"{graph.name(quant)}: scale/zero-point shapes {q.scale.shape}/{q.zero_point.shape} "
             f"do not match weight {w.shape}"
         ) from e
-    arrays = [q.quantize(w) - zp.astype(np.int64), np.abs(w.astype(np.float64)), np.arange(w.size).reshape(w.shape)]
-    try:
+
+    def layout(a: np.ndarray) -> np.ndarray:
         for node in chain:
-            arrays = [LAYOUT_OPS[node.op_type](graph, node, a) for a in arrays]
-        d, magnitude, index = (_to_neuron_major(layer.op_type, layer, operand, a) for a in arrays)
+            a = LAYOUT_OPS[node.op_type](graph, node, a)
+        return _to_neuron_major(layer.op_type, layer, operand, a)
+
+    try:
+        d = layout(q.levels(w))
     except (ValueError, IndexError) as e:
         raise UnsupportedModelError(f"{graph.name(layer)}: cannot lay out its weight: {e}") from e
-    return WeightTensor(np.ascontiguousarray(d), magnitude, index, source, q, (quant, *chain))
+    return WeightTensor(d, source, w, q, (quant, *chain), layout)
 
 
 def _is_zero_padded(node: onnx.NodeProto) -> bool:

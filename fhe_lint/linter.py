@@ -41,5 +41,4 @@ def lint_model(model: onnx.ModelProto, path: Path, settings: Settings) -> LintRe
 
 
 def lint_path(path: Path, settings: Settings) -> LintResult:
-    model, _ = read_model(path)
-    return lint_model(model, path, settings)
+    return lint_model(read_model(path), path, settings)

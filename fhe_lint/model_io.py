@@ -29,8 +29,8 @@ _ONNX_FIRST_BYTE = 0x08
 _PROTOBUF_LIMIT = 2**31
 
 
-def read_model(path: Path) -> tuple[onnx.ModelProto, bytes]:
-    """Parse ``path`` as an ONNX model; return it with the exact bytes read (for no-op fixes)."""
+def read_model(path: Path) -> onnx.ModelProto:
+    """Parse ``path`` as an ONNX model."""
     if not path.exists():
         raise ModelLoadError(f"{path}: no such file")
     if not path.is_file():
@@ -43,13 +43,13 @@ def read_model(path: Path) -> tuple[onnx.ModelProto, bytes]:
                 "(large models keep their weights in external data files)"
             )
         with path.open("rb") as f:
-            head = f.read(1)
-            if head != bytes([_ONNX_FIRST_BYTE]):
+            if f.read(1) != bytes([_ONNX_FIRST_BYTE]):
                 raise ModelLoadError(f"{path}: not an ONNX model (empty or wrong header)")
-            data = head + f.read()
+            f.seek(0)
+            data = f.read()
     except OSError as e:
         raise ModelLoadError(f"{path}: cannot read: {e.strerror or e}") from e
-    return parse_model(data, path), data
+    return parse_model(data, path)
 
 
 def parse_model(data: bytes, path: Path) -> onnx.ModelProto:

@@ -46,12 +46,43 @@ class Quantizer:
 
     def quantize(self, x: np.ndarray) -> np.ndarray:
         """The integers ``q`` this quantizer emits for float ``x`` (int64, exact)."""
+        return self._blocks(x, np.int64, subtract_zero_point=False)
+
+    def levels(self, x: np.ndarray) -> np.ndarray:
+        """``q - zero_point`` for float ``x``: what a weight adds per unit of input.
+
+        Computed block by block in float64 (the rounding must match float64 reference
+        implementations at ties) into the narrowest integer type that holds it, so memory stays
+        near the size of the weights.
+        """
+        zp = self.zero_point
+        lo, hi = self.range.lo - float(zp.max(initial=0)), self.range.hi - float(zp.min(initial=0))
+        dtype = next(t for t in (np.int8, np.int16, np.int32, np.int64)
+                     if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max)
+        return self._blocks(x, dtype, subtract_zero_point=True)
+
+    def _blocks(self, x: np.ndarray, dtype, subtract_zero_point: bool) -> np.ndarray:
+        out = np.empty(x.shape, dtype)
+        scale, zp = np.broadcast_to(self.scale, x.shape), np.broadcast_to(self.zero_point, x.shape)
+        if x.ndim == 0:
+            out[...] = self._quantize_block(x, scale, zp, subtract_zero_point)
+            return out
+        step = max(1, _BLOCK // max(1, x[0].size))
+        for i in range(0, x.shape[0], step):
+            out[i:i + step] = self._quantize_block(x[i:i + step], scale[i:i + step], zp[i:i + step], subtract_zero_point)
+        return out
+
+    def _quantize_block(self, x, scale, zp, subtract_zero_point: bool) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            y = x.astype(np.float64) / self.scale + self.zero_point
+            y = x.astype(np.float64) / scale + zp
         if self.rounding == "BIPOLAR":
-            return np.where(y >= 0, 1, -1).astype(np.int64)
-        q = _ROUNDING[self.rounding](y)
-        return np.clip(q, self.range.lo, self.range.hi).astype(np.int64)
+            q = np.where(y >= 0, 1.0, -1.0)
+        else:
+            q = np.clip(_ROUNDING[self.rounding](y), self.range.lo, self.range.hi)
+        return q - zp if subtract_zero_point else q
+
+
+_BLOCK = 1 << 20  # elements per float64 block: 8 MiB of temporaries
 
 
 def _round_half_up(y: np.ndarray) -> np.ndarray:

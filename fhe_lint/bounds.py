@@ -45,7 +45,7 @@ def accumulator_interval(d: np.ndarray, x_lo: int, x_hi: int) -> tuple[np.ndarra
     weight-sized temporary wider than ``d`` itself.
     """
     wide = _exact_dtype(d, 1, 1)  # can the sums of |d| wrap?
-    pos = np.clip(d, 0, None).sum(axis=-1, dtype=wide)
+    pos = np.maximum(d, 0).sum(axis=-1, dtype=wide)
     neg = d.sum(axis=-1, dtype=wide) - pos
     peak = int(np.max(np.abs(np.concatenate([pos, neg])), initial=0)) if pos.size else 0
     if wide is not np.int64 or 2 * peak * max(abs(x_lo), abs(x_hi)) >= _INT64_SAFE:

@@ -73,13 +73,18 @@ class Quantizer:
         return out
 
     def _quantize_block(self, x, scale, zp, subtract_zero_point: bool) -> np.ndarray:
+        y = x.astype(np.float64)  # one temporary, then everything in place
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            y = x.astype(np.float64) / scale + zp
+            np.divide(y, scale, out=y)
+            np.add(y, zp, out=y)
         if self.rounding == "BIPOLAR":
-            q = np.where(y >= 0, 1.0, -1.0)
+            y = np.where(y >= 0, 1.0, -1.0)
         else:
-            q = np.clip(_ROUNDING[self.rounding](y), self.range.lo, self.range.hi)
-        return q - zp if subtract_zero_point else q
+            y = _ROUNDING[self.rounding](y)
+            np.clip(y, self.range.lo, self.range.hi, out=y)
+        if subtract_zero_point:
+            np.subtract(y, zp, out=y)
+        return y
 
 
 _BLOCK = 1 << 20  # elements per float64 block: 8 MiB of temporaries

@@ -26,7 +26,8 @@ class LayerBounds:
     hi: np.ndarray
     bits: np.ndarray  # bits of each neuron within the layer's single integer type
     nonzero: np.ndarray
-    omega: int
+    omega: int | None  # None for weightless sums (pools)
+    runtime: IntRange | None = None  # QDQ/QOperator: what the runtime's int32 accumulator holds
 
     @property
     def range(self) -> IntRange:
@@ -61,26 +62,45 @@ def tap_range(layer: LinearLayer) -> IntRange:
     return layer.input.range.with_zero() if layer.zero_padded else layer.input.range
 
 
-def layer_bounds(d: np.ndarray, x: IntRange, weight_bits: int, input_bits: int, n_max: int) -> LayerBounds:
-    lo, hi = bounds.accumulator_interval(d, x.lo, x.hi)
+def _interval(layer: LinearLayer, d: np.ndarray, x: IntRange) -> tuple[np.ndarray, np.ndarray]:
+    if layer.phases is None:
+        return bounds.accumulator_interval(d, x.lo, x.hi)
+    parts = [bounds.accumulator_interval(d[:, layer.phases == p], x.lo, x.hi) for p in np.unique(layer.phases)]
+    return np.min([lo for lo, _ in parts], axis=0), np.max([hi for _, hi in parts], axis=0)
+
+
+def _runtime_range(layer: LinearLayer) -> IntRange | None:
+    """Shift the raw-input interval to inputs minus their zero-point, then add the int32 bias."""
+    if layer.runtime is None or layer.weight is None:
+        return None
+    zp, bias = layer.runtime
+    x = tap_range(layer)
+    r_lo, r_hi = _interval(layer, layer.weight.d, IntRange(x.lo - zp, x.hi - zp))
+    if bias is not None and bias.size in (1, r_lo.size):
+        r_lo, r_hi = r_lo + bias, r_hi + bias
+    return IntRange(int(np.min(r_lo)), int(np.max(r_hi)))
+
+
+def layer_bounds(layer: LinearLayer, n_max: int) -> LayerBounds:
+    x = tap_range(layer)
+    if layer.weight is None:  # a sum of `taps` inputs
+        lo, hi = np.array([layer.taps * x.lo], dtype=object), np.array([layer.taps * x.hi], dtype=object)
+        nonzero, omega = np.array([layer.taps]), None
+    else:
+        d = layer.weight.d
+        lo, hi = _interval(layer, d, x)
+        nonzero, omega = bounds.nonzero_count(d), bounds.omega(n_max, layer.weight.bits, layer.input.bits)
     signed = bool((lo < 0).any()) if lo.size else False
-    return LayerBounds(
-        lo=lo,
-        hi=hi,
-        bits=bounds.range_bits(lo, hi, signed=signed),
-        nonzero=bounds.nonzero_count(d),
-        omega=bounds.omega(n_max, weight_bits, input_bits),
-    )
+    return LayerBounds(lo, hi, bounds.range_bits(lo, hi, signed=signed), nonzero, omega,
+                       _runtime_range(layer))
 
 
 def analyse_layer(layer: LinearLayer, n_max: int) -> LayerAnalysis:
-    if layer.weight is None or layer.input is None:
+    if layer.input is None or (layer.weight is None and not layer.taps):
         return LayerAnalysis(layer, None)
-    return LayerAnalysis(
-        layer, layer_bounds(layer.weight.d, tap_range(layer), layer.weight.bits, layer.input.bits, n_max)
-    )
+    return LayerAnalysis(layer, layer_bounds(layer, n_max))
 
 
 def analyse(path: Path, graph: Graph, settings: Settings) -> ModelAnalysis:
-    layers = tuple(analyse_layer(layer, settings.n_max) for layer in find_linear_layers(graph))
+    layers = tuple(analyse_layer(layer, settings.n_max) for layer in find_linear_layers(graph, settings))
     return ModelAnalysis(path, graph, layers, settings)

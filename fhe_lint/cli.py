@@ -66,14 +66,19 @@ def main() -> None:
               help="Output format; json follows the versioned report contract.")
 @click.option("--layers", is_flag=True, help="Also print a table of every linear layer (text format).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only findings, no summary.")
+@click.option("--weight-bits", type=click.IntRange(1, 32), metavar="N",
+              help="Float models: quantize unquantized weights as Concrete ML's post-training "
+                   "quantization does (symmetric, per tensor, N bits).")
+@click.option("--input-bits", type=click.IntRange(1, 32), metavar="N",
+              help="Float models: unquantized layer inputs are N-bit unsigned integers.")
 @click.option("--fix", is_flag=True, help="Prune the smallest weights of violating neurons until they fit.")
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
               help="With --fix: write the fixed model here instead of over the input.")
 @click.option("--max-prune", type=click.FloatRange(0, 100), default=90.0, show_default=True, metavar="PERCENT",
               help="With --fix: refuse to prune more than this share of any layer's weights.")
 def check(files: tuple[Path, ...], n_max: int, multiplier: float, strict: bool, select: frozenset[str],
-          ignore: frozenset[str], fmt: str, layers: bool, quiet: bool, fix: bool, output: Path | None,
-          max_prune: float) -> None:
+          ignore: frozenset[str], fmt: str, layers: bool, quiet: bool, weight_bits: int | None,
+          input_bits: int | None, fix: bool, output: Path | None, max_prune: float) -> None:
     """Lint quantized ONNX models (QONNX / Brevitas exports) for FHE accumulator overflow."""
     from fhe_lint import reporters
     from fhe_lint.settings import Settings
@@ -83,7 +88,7 @@ def check(files: tuple[Path, ...], n_max: int, multiplier: float, strict: bool, 
     if output is not None and len(files) != 1:
         raise click.UsageError("--output takes exactly one input model")
     settings = Settings(n_max=n_max, multiplier=multiplier, strict=strict, select=select, ignore=ignore,
-                        max_prune=max_prune / 100)
+                        max_prune=max_prune / 100, weight_bits=weight_bits, input_bits=input_bits)
     reports = [_run_one(path, settings, fix, output) for path in files]
 
     for r in reports:

@@ -85,8 +85,8 @@ def plan(analysis: ModelAnalysis, fix_budget: bool) -> list[LayerPrune]:
     s = analysis.settings
     out = []
     for la in analysis.layers:
-        if la.bounds is None:
-            continue
+        if la.bounds is None or la.layer.weight is None or la.layer.phases is not None:
+            continue  # unknown, weightless, or ConvTranspose with stride (taps split by phase)
         limit = budget(la.bounds.omega, s.multiplier) if fix_budget and la.bounds.omega >= 1 else None
         n_max = s.n_max if s.enabled("FHE001") else np.iinfo(np.int64).max
         p = plan_layer(la, n_max, limit)
@@ -120,10 +120,9 @@ def _is_shared(graph: Graph, la: LayerAnalysis) -> bool:
 def _pruned_weights(graph: Graph, p: LayerPrune) -> np.ndarray:
     weight = p.layer.layer.weight
     w = graph.const(weight.source).copy()
-    w.flat[p.source_index] = 0
     q = weight.quantizer
-    zp = np.broadcast_to(q.zero_point, w.shape).ravel()[p.source_index]
-    if (q.quantize(w).ravel()[p.source_index] != zp).any():
+    w.flat[p.source_index] = q.pruned_values(w.shape).ravel()[p.source_index]
+    if (q.levels(w).ravel()[p.source_index] != 0).any():
         raise FixError(
             f"{p.layer.name}: the weight zero-point lies outside the quantizer's range; "
             "a weight cannot be made to add nothing"
@@ -158,7 +157,7 @@ def apply(model: onnx.ModelProto, graph: Graph, prunes: list[LayerPrune]) -> onn
             clone.output[0] = tensor
             g.node.insert(len(g.node), clone)
         layer_node = g.node[index[id(la.layer.node)]]
-        original_out = weight.path[-1].output[0]
+        original_out = weight.path[-1].output[0] if weight.path else weight.source
         for i, name in enumerate(layer_node.input):
             if name == original_out:
                 layer_node.input[i] = tensor

@@ -43,6 +43,7 @@ class Graph:
                 if value is not None:
                     self._const_protos[node.output[0]] = value.t
         self._const_cache: dict[str, np.ndarray] = {}
+        self._shapes: dict[str, list[int]] | None = None
         self.inputs: list[str] = [i.name for i in g.input if i.name not in self._const_protos]
 
     def name(self, node: onnx.NodeProto) -> str:
@@ -65,6 +66,36 @@ class Graph:
 
     def const_proto(self, tensor: str) -> onnx.TensorProto | None:
         return self._const_protos.get(tensor)
+
+    def shape(self, tensor: str) -> list[int] | None:
+        """Static shape of ``tensor`` from ONNX shape inference, run once on a copy whose QONNX
+        quantizers are Identity (a quantizer keeps its input's shape; onnx does not know it)."""
+        if self._shapes is None:
+            model = onnx.ModelProto()
+            model.CopyFrom(self.model)
+            for node in model.graph.node:
+                if node.domain not in ("", "ai.onnx", "com.microsoft") and node.op_type in ("Quant", "BipolarQuant"):
+                    del node.input[1:]
+                    del node.attribute[:]
+                    node.op_type, node.domain = "Identity", ""
+            try:
+                inferred = onnx.shape_inference.infer_shapes(model).graph
+            except Exception:  # noqa: BLE001 - inference is best effort; unknown shapes stay unknown
+                inferred = model.graph
+            self._shapes = {}
+            for v in (*inferred.input, *inferred.value_info, *inferred.output):
+                dims = v.type.tensor_type.shape.dim
+                if v.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
+                    self._shapes[v.name] = [d.dim_value for d in dims]
+        return self._shapes.get(tensor)
+
+    def declared_type(self, tensor: str) -> int | None:
+        """The element type a graph input, output or value_info declares for ``tensor``."""
+        g = self.model.graph
+        for v in (*g.input, *g.value_info, *g.output):
+            if v.name == tensor and v.type.HasField("tensor_type"):
+                return v.type.tensor_type.elem_type
+        return None
 
     def is_initializer(self, tensor: str) -> bool:
         return any(t.name == tensor for t in self.model.graph.initializer)

@@ -1,40 +1,66 @@
 """Find the linear layers of a model and express each as integer weights plus an input range.
 
-This is the QONNX adapter: a layer's weight is a float constant behind a ``Quant`` (possibly
-followed by layout ops such as a Transpose), its input is the integer output of the quantizer
-found by walking back through ops that only move or copy values. Whatever cannot be resolved
-soundly is recorded with the reason, for FHE005, never skipped.
+Format adapters live here as tables: which operand of which op is a weight, what quantizes it
+(a QONNX ``Quant``, a QDQ ``QuantizeLinear``/``DequantizeLinear`` pair, a QOperator integer
+initializer, or the assumed bit-width of a float model), and how its axes map onto neurons.
+An input's range is found by walking back through ops that only move or copy values to the
+quantizer. Whatever cannot be resolved soundly is recorded with the reason, for FHE005.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 
 from fhe_lint.errors import UnsupportedModelError
 from fhe_lint.graph import Graph, attr
-from fhe_lint.quantizers import IntRange, Quantizer, is_qonnx_quant, parse_quant
+from fhe_lint.onnx_quant import int_range, integer_weight, weight_quantizer
+from fhe_lint.quantizers import IntRange, Quantizer, is_qonnx_quant, parse_quant, symmetric
+from fhe_lint.settings import Settings
 
-LINEAR_OPS = frozenset({"Gemm", "MatMul", "Conv"})
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """Where an op keeps its operands. ``zero_points`` marks a QOperator op (integer operands)."""
+
+    family: str  # gemm | matmul | conv | convtranspose
+    weight_operands: tuple[int, ...]  # candidates, preferred first; the other is the data
+    data_of: dict[int, int]
+    zero_points: dict[int, int] = field(default_factory=dict)
+    bias: int | None = None
+
+
+SPECS: dict[tuple[str, str], LayerSpec] = {
+    ("", "Gemm"): LayerSpec("gemm", (1, 0), {1: 0, 0: 1}, bias=2),
+    ("", "MatMul"): LayerSpec("matmul", (1, 0), {1: 0, 0: 1}),
+    ("", "Conv"): LayerSpec("conv", (1,), {1: 0}, bias=2),
+    ("", "ConvTranspose"): LayerSpec("convtranspose", (1,), {1: 0}, bias=2),
+    ("", "QLinearConv"): LayerSpec("conv", (3,), {3: 0}, {0: 2, 3: 5}, bias=8),
+    ("", "QLinearMatMul"): LayerSpec("matmul", (3, 0), {3: 0, 0: 3}, {0: 2, 3: 5}),
+    ("com.microsoft", "QGemm"): LayerSpec("gemm", (3, 0), {3: 0, 0: 3}, {0: 2, 3: 5}, bias=6),
+    ("", "MatMulInteger"): LayerSpec("matmul", (1, 0), {1: 0, 0: 1}, {0: 2, 1: 3}),
+    ("", "ConvInteger"): LayerSpec("conv", (1,), {1: 0}, {0: 2, 1: 3}),
+}
+LINEAR_OPS = frozenset(op for _, op in SPECS)
 
 
 @dataclass(frozen=True)
 class WeightTensor:
-    """A layer's weights as ``(neurons, fan_in)`` arrays, each tap traceable to its float source.
+    """A layer's weights as ``(neurons, fan_in)`` arrays, each tap traceable to its source.
 
     ``d`` is ``q_w - zp_w`` in the narrowest integer type; ``layout`` maps any array shaped like
-    the ``source`` initializer to the same ``(neurons, fan_in)`` arrangement, so that what only
+    the ``source`` constant to the same ``(neurons, fan_in)`` arrangement, so that what only
     a fix needs (magnitudes, positions) is computed only when fixing.
     """
 
     d: np.ndarray
     source: str
-    float_weights: np.ndarray
+    source_values: np.ndarray
     quantizer: Quantizer
-    path: tuple[onnx.NodeProto, ...]
+    path: tuple[onnx.NodeProto, ...]  # nodes from the source to the layer, in graph order
     layout: Callable[[np.ndarray], np.ndarray]
 
     @property
@@ -42,12 +68,14 @@ class WeightTensor:
         return self.quantizer.bits
 
     def magnitude(self) -> np.ndarray:
-        """|w| of the float weights: the L1 pruning order."""
-        return self.layout(np.abs(self.float_weights))
+        """|w| of the real-valued weights: the L1 pruning order."""
+        q, w = self.quantizer, self.source_values
+        real = (w - q.zero_point) * q.scale if q.integer_source else w
+        return self.layout(np.abs(real))
 
     def source_index(self) -> np.ndarray:
-        """Each tap's flat position in the ``source`` initializer."""
-        return self.layout(np.arange(self.float_weights.size).reshape(self.float_weights.shape))
+        """Each tap's flat position in the ``source`` constant."""
+        return self.layout(np.arange(self.source_values.size).reshape(self.source_values.shape))
 
 
 @dataclass(frozen=True)
@@ -59,6 +87,8 @@ class InputRange:
 
 @dataclass(frozen=True)
 class LinearLayer:
+    """A weighted layer (``weight`` set) or a weightless sum (``taps`` inputs added, e.g. a pool)."""
+
     node: onnx.NodeProto
     name: str
     op: str
@@ -66,14 +96,17 @@ class LinearLayer:
     input: InputRange | None
     unknown: str | None = None  # why weight or input range could not be resolved
     zero_padded: bool = False
+    phases: np.ndarray | None = None  # ConvTranspose with stride: which output phase each tap feeds
+    taps: int = 0  # weightless sums only
+    runtime: tuple[int, np.ndarray | None] | None = None  # (input zero-point, int32 bias) of QDQ/QOperator
 
     @property
     def neurons(self) -> int:
-        return self.weight.d.shape[0] if self.weight is not None else 0
+        return self.weight.d.shape[0] if self.weight is not None else (1 if self.taps else 0)
 
     @property
     def fan_in(self) -> int:
-        return self.weight.d.shape[1] if self.weight is not None else 0
+        return self.weight.d.shape[1] if self.weight is not None else self.taps
 
 
 # --- layout ops: applied to weights in the graph's order, walked through backwards for inputs ---
@@ -155,6 +188,9 @@ def input_range(graph: Graph, tensor: str) -> tuple[InputRange | None, str | Non
     if is_qonnx_quant(node):
         q = parse_quant(graph, node, need_params=False)
         found = InputRange(q.range, q.bits, (q.node,))
+    elif op == "DequantizeLinear":
+        grid, bits = int_range(graph, node.input[0], graph.name(node))
+        found = InputRange(grid, bits, (graph.name(node),))
     elif op == "Concat":
         parts = [input_range(graph, t) for t in node.input if t and not graph.is_const(t)]
         unknown = next((why for rng, why in parts if rng is None), None)
@@ -172,110 +208,226 @@ def input_range(graph: Graph, tensor: str) -> tuple[InputRange | None, str | Non
     return found, None
 
 
+
 # --- weights ---
 
 
-def _weight_chain(graph: Graph, tensor: str) -> tuple[onnx.NodeProto | None, list[onnx.NodeProto], bool]:
-    """Walk from a layer operand back to its quantizer through layout ops.
+def _weight_chain(graph: Graph, tensor: str) -> tuple[str | None, onnx.NodeProto | None, list[onnx.NodeProto]]:
+    """Walk from a layer operand back through layout ops to a constant.
 
-    Returns ``(quantizer, layout_nodes_in_graph_order, is_constant)``; ``is_constant`` tells a
-    raw float weight (no quantizer: unknown range) from a run-time value.
+    Returns ``(source, quantizer_node, nodes_after_source_in_graph_order)``; ``source`` is None
+    when the operand is computed at run time. ``quantizer_node`` is a QONNX Quant, a
+    QuantizeLinear (float source) or a DequantizeLinear (integer source), or None for a raw
+    constant.
     """
     chain: list[onnx.NodeProto] = []
     while True:
         if graph.is_const(tensor):
-            return None, chain[::-1], True
+            return tensor, None, chain[::-1]
         node = graph.producer.get(tensor)
         if node is None:
-            return None, [], False
-        if is_qonnx_quant(node):
-            if node.input and graph.is_const(node.input[0]):
-                return node, chain[::-1], True
-            return None, [], False
+            return None, None, []
+        if is_qonnx_quant(node) and node.input and graph.is_const(node.input[0]):
+            return node.input[0], node, [node, *chain[::-1]]
+        if node.op_type == "DequantizeLinear":
+            src = graph.producer.get(node.input[0])
+            if graph.is_const(node.input[0]):
+                return node.input[0], node, [node, *chain[::-1]]
+            if src is not None and src.op_type == "QuantizeLinear" and graph.is_const(src.input[0]):
+                return src.input[0], src, [src, node, *chain[::-1]]
+            return None, None, []
         if node.op_type not in LAYOUT_OPS:
-            return None, [], False
+            return None, None, []
         chain.append(node)
         tensor = node.input[0]
 
 
-def _to_neuron_major(op: str, node: onnx.NodeProto, operand: int, a: np.ndarray) -> np.ndarray:
+def _to_neuron_major(spec: LayerSpec, node: onnx.NodeProto, is_a: bool, a: np.ndarray) -> np.ndarray:
     """Lay out a weight as (neurons, fan_in) following the op's definition, never a guess."""
-    if op == "Conv":
+    if spec.family == "conv":
         return a.reshape(a.shape[0], -1)
-    if op == "Gemm":
-        trans = attr(node, "transB" if operand == 1 else "transA", 0)
+    if spec.family == "convtranspose":  # (C_in, C_out/g, *k): neuron = output channel
+        g = attr(node, "group", 1)
+        a = a.reshape(g, a.shape[0] // g, a.shape[1], -1)
+        return a.transpose(0, 2, 1, 3).reshape(g * a.shape[2], -1)
+    if spec.family == "gemm":
+        trans = attr(node, "transA" if is_a else "transB", 0)
         # A is (M, K): rows are neurons; B is (K, N): columns are neurons.
-        rows_are_neurons = (operand == 0) != bool(trans)
-        return a if rows_are_neurons else a.T
+        return a if is_a != bool(trans) else a.T
     # MatMul: B (..., K, N) -> neurons are columns; A (..., M, K) -> neurons are rows.
     if a.ndim == 1:
         return a.reshape(1, -1)
-    if operand == 1:
+    if not is_a:
         a = np.swapaxes(a, -1, -2)
     return a.reshape(-1, a.shape[-1])
 
 
-def _weight_tensor(graph: Graph, layer: onnx.NodeProto, operand: int, quant: onnx.NodeProto,
-                   chain: list[onnx.NodeProto]) -> WeightTensor:
-    q = parse_quant(graph, quant, need_params=True)
-    source = quant.input[0]
+def _weight_quantizer(graph: Graph, spec: LayerSpec, layer: onnx.NodeProto, operand: int, source: str,
+                      qnode: onnx.NodeProto | None, settings: Settings) -> Quantizer | None:
+    w = graph.const(source)
+    if spec.zero_points:
+        zp = layer.input[spec.zero_points[operand]] if len(layer.input) > spec.zero_points[operand] else ""
+        return integer_weight(graph, layer, source, zp, w.ndim)
+    if qnode is None:
+        if settings.weight_bits is None:
+            return None
+        return symmetric(settings.weight_bits, w, f"{graph.name(layer)} (assumed {settings.weight_bits}-bit)")
+    if is_qonnx_quant(qnode):
+        return parse_quant(graph, qnode, need_params=True)
+    return weight_quantizer(graph, qnode, w.ndim, integer_source=qnode.op_type == "DequantizeLinear")
+
+
+def _weight_tensor(graph: Graph, spec: LayerSpec, layer: onnx.NodeProto, operand: int, source: str,
+                   q: Quantizer, path: list[onnx.NodeProto]) -> WeightTensor:
     w = graph.const(source)
     if not np.issubdtype(w.dtype, np.number) or not np.isfinite(w).all():
-        raise UnsupportedModelError(f"{graph.name(quant)}: weight {source!r} has NaN, Inf or non-numeric values")
+        raise UnsupportedModelError(f"{q.node}: weight {source!r} has NaN, Inf or non-numeric values")
     try:
         np.broadcast_to(q.zero_point, w.shape)
         np.broadcast_to(q.scale, w.shape)
     except ValueError as e:
         raise UnsupportedModelError(
-            f"{graph.name(quant)}: scale/zero-point shapes {q.scale.shape}/{q.zero_point.shape} "
-            f"do not match weight {w.shape}"
+            f"{q.node}: scale/zero-point shapes {q.scale.shape}/{q.zero_point.shape} do not match weight {w.shape}"
         ) from e
+    chain = [n for n in path if n.op_type in LAYOUT_OPS]
 
     def layout(a: np.ndarray) -> np.ndarray:
         for node in chain:
             a = LAYOUT_OPS[node.op_type](graph, node, a)
-        return _to_neuron_major(layer.op_type, layer, operand, a)
+        return _to_neuron_major(spec, layer, operand == 0, a)
 
     try:
         d = layout(q.levels(w))
     except (ValueError, IndexError) as e:
         raise UnsupportedModelError(f"{graph.name(layer)}: cannot lay out its weight: {e}") from e
-    return WeightTensor(d, source, w, q, (quant, *chain), layout)
+    return WeightTensor(d, source, w, q, tuple(path), layout)
 
 
 def _is_zero_padded(node: onnx.NodeProto) -> bool:
-    if node.op_type != "Conv":
+    if "Conv" not in node.op_type:
         return False
     auto_pad = attr(node, "auto_pad", b"NOTSET")
     return any(attr(node, "pads", []) or []) or auto_pad not in (b"NOTSET", "NOTSET", b"VALID", "VALID")
 
 
-def _layer(graph: Graph, node: onnx.NodeProto) -> LinearLayer | None:
+def _phases(spec: LayerSpec, node: onnx.NodeProto, weight: WeightTensor) -> np.ndarray | None:
+    """ConvTranspose: tap ``k`` of a dimension feeds output positions ``o`` with
+    ``(o + pad - k * dilation) % stride == 0``, so taps split into stride-many phases and an
+    output sums one phase's taps only."""
+    if spec.family != "convtranspose":
+        return None
+    kernel = weight.source_values.shape[2:]
+    strides = attr(node, "strides", None) or [1] * len(kernel)
+    if all(s == 1 for s in strides):
+        return None
+    dilations = attr(node, "dilations", None) or [1] * len(kernel)
+    grids = np.meshgrid(*[(np.arange(k) * dl) % st for k, dl, st in zip(kernel, dilations, strides)], indexing="ij")
+    phase = np.ravel_multi_index([g.ravel() for g in grids], strides)
+    return np.tile(phase, weight.d.shape[1] // phase.size)
+
+
+def _data_range(graph: Graph, spec: LayerSpec, layer: onnx.NodeProto, operand: int,
+                settings: Settings) -> tuple[InputRange | None, str | None]:
+    tensor = layer.input[operand]
+    if spec.zero_points:
+        grid, bits = int_range(graph, tensor, graph.name(layer))
+        return InputRange(grid, bits, (tensor,)), None
+    found, why = input_range(graph, tensor)
+    if found is None and settings.input_bits is not None:
+        b = settings.input_bits
+        return InputRange(IntRange(0, 2**b - 1), b, (f"assumed {b}-bit",)), None
+    return found, why
+
+
+def _runtime(graph: Graph, spec: LayerSpec, layer: onnx.NodeProto, data: int) -> tuple[int, np.ndarray | None] | None:
+    """QOperator/QDQ layers run ``sum (x - zp_x)(w - zp_w) + bias_int32``: its zero-point and bias."""
+    if spec.zero_points:
+        zp_name = layer.input[spec.zero_points[data]] if len(layer.input) > spec.zero_points[data] else ""
+        bias_name = layer.input[spec.bias] if spec.bias is not None and len(layer.input) > spec.bias else ""
+        bias = graph.const(bias_name).astype(np.int64).ravel() if bias_name and graph.is_const(bias_name) else None
+    else:
+        dq = graph.producer.get(layer.input[data])
+        if dq is None or dq.op_type != "DequantizeLinear":
+            return None
+        zp_name = dq.input[2] if len(dq.input) > 2 else ""
+        bias = None
+        b = layer.input[spec.bias] if spec.bias is not None and len(layer.input) > spec.bias else ""
+        bq = graph.producer.get(b) if b else None
+        if bq is not None and bq.op_type == "DequantizeLinear" and graph.is_const(bq.input[0]):
+            bias = graph.const(bq.input[0]).astype(np.int64).ravel()
+    zp = graph.const(zp_name) if zp_name and graph.is_const(zp_name) else np.zeros(())
+    if zp.size != 1:
+        return None
+    return int(zp.ravel()[0]), bias
+
+
+def _layer(graph: Graph, node: onnx.NodeProto, settings: Settings) -> LinearLayer | None:
+    spec = SPECS[(node.domain if node.domain != "ai.onnx" else "", node.op_type)]
     name, op = graph.name(node), node.op_type
-    operands = [0, 1] if op != "Conv" else [1]
-    chains = {i: _weight_chain(graph, node.input[i]) for i in operands if len(node.input) > i}
-    weight_side = next((i for i in (1, 0) if i in chains and chains[i][0] is not None), None)
-    if weight_side is None:
-        raw = [i for i, c in chains.items() if c[2]]
-        if op != "Conv" and len(raw) == 2:
-            return None  # constant folding, not on the encrypted path
-        why = "its weight is a float constant with no quantizer" if raw else "both operands are computed at run time"
-        return LinearLayer(node, name, op, None, None, why)
-    quant, chain, _ = chains[weight_side]
-    weight = _weight_tensor(graph, node, weight_side, quant, chain)
-    data = node.input[1 - weight_side] if op != "Conv" else node.input[0]
-    rng, why = input_range(graph, data)
-    return LinearLayer(node, name, op, weight, rng, why, _is_zero_padded(node))
+    chains = {i: _weight_chain(graph, node.input[i]) for i in spec.weight_operands if len(node.input) > i}
+    constant = [i for i, (src, _, _) in chains.items() if src is not None]
+    if not constant:
+        return LinearLayer(node, name, op, None, None, "both operands are computed at run time")
+    operand = constant[0]
+    if len(constant) > 1 and chains[constant[0]][1] is None and chains[constant[1]][1] is not None:
+        operand = constant[1]  # prefer the quantized constant
+    if all(len(node.input) > spec.data_of[i] and graph.is_const(node.input[spec.data_of[i]]) for i in constant):
+        return None  # constant folding, not on the encrypted path
+    source, qnode, path = chains[operand]
+    q = _weight_quantizer(graph, spec, node, operand, source, qnode, settings)
+    if q is None:
+        return LinearLayer(node, name, op, None, None, "its weight is a float constant with no quantizer "
+                           "(give --weight-bits and --input-bits for a float model)")
+    weight = _weight_tensor(graph, spec, node, operand, source, q, path)
+    data = spec.data_of[operand]
+    rng, why = _data_range(graph, spec, node, data, settings)
+    return LinearLayer(node, name, op, weight, rng, why, _is_zero_padded(node), _phases(spec, node, weight),
+                       runtime=_runtime(graph, spec, node, data))
 
 
-def find_linear_layers(graph: Graph) -> list[LinearLayer]:
-    """Every Gemm / MatMul / Conv that computes on run-time data, in graph order."""
+def find_linear_layers(graph: Graph, settings: Settings) -> list[LinearLayer]:
+    """Every linear layer that computes on run-time data, in graph order."""
     layers = []
     for node in graph.topological():
-        if node.op_type in LINEAR_OPS and node.domain in ("", "ai.onnx"):
-            layer = _layer(graph, node)
-            if layer is not None:
-                layers.append(layer)
+        key = (node.domain if node.domain != "ai.onnx" else "", node.op_type)
+        if key in SPECS:
+            layer = _layer(graph, node, settings)
+        elif key[0] == "" and node.op_type in SUM_OPS:
+            layer = _sum_layer(graph, node, settings)
+        else:
+            continue
+        if layer is not None:
+            layers.append(layer)
     if not layers:
-        raise UnsupportedModelError("no linear layer (Gemm, MatMul, Conv) on run-time data: nothing to check")
+        raise UnsupportedModelError("no linear layer (Gemm, MatMul, Conv, ...) on run-time data: nothing to check")
     return layers
+
+
+# --- weightless sums: pools add their window's inputs before dividing ---
+
+SUM_OPS = frozenset({"AveragePool", "GlobalAveragePool", "ReduceSum"})
+
+
+def _sum_layer(graph: Graph, node: onnx.NodeProto, settings: Settings) -> LinearLayer | None:
+    name, op = graph.name(node), node.op_type
+    if graph.is_const(node.input[0]):
+        return None
+    if op == "AveragePool":
+        taps = int(np.prod(attr(node, "kernel_shape", [1])))
+    else:
+        shape = graph.shape(node.input[0])
+        if shape is None:
+            return LinearLayer(node, name, op, None, None, "the shape of its input is unknown")
+        if op == "GlobalAveragePool":
+            taps = int(np.prod(shape[2:]))
+        else:
+            axes = [int(a) for a in graph.const(node.input[1]).ravel()] if len(node.input) > 1 and node.input[1] \
+                else (attr(node, "axes") or [])
+            if not axes and attr(node, "noop_with_empty_axes", 0):
+                return None
+            axes = axes or list(range(len(shape)))
+            taps = int(np.prod([shape[a] for a in axes]))
+    rng, why = input_range(graph, node.input[0])
+    if rng is None and settings.input_bits is not None:
+        rng, why = InputRange(IntRange(0, 2**settings.input_bits - 1), settings.input_bits, ("assumed",)), None
+    return LinearLayer(node, name, op, None, rng, why, taps=taps)

@@ -43,6 +43,14 @@ class Quantizer:
     scale: np.ndarray
     zero_point: np.ndarray
     rounding: str
+    integer_source: bool = False  # the source already holds q (QDQ/QOperator int initializers)
+
+    def pruned_values(self, shape: tuple[int, ...]) -> np.ndarray:
+        """Source values that add nothing: float 0.0 quantizes to the zero-point; an integer
+        source must hold the zero-point itself."""
+        if self.integer_source:
+            return np.broadcast_to(self.zero_point, shape)
+        return np.zeros(shape)
 
     def quantize(self, x: np.ndarray) -> np.ndarray:
         """The integers ``q`` this quantizer emits for float ``x`` (int64, exact)."""
@@ -74,6 +82,8 @@ class Quantizer:
 
     def _quantize_block(self, x, scale, zp, subtract_zero_point: bool) -> np.ndarray:
         y = x.astype(np.float64)  # one temporary, then everything in place
+        if self.integer_source:
+            return y - zp if subtract_zero_point else y
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             np.divide(y, scale, out=y)
             np.add(y, zp, out=y)
@@ -88,6 +98,14 @@ class Quantizer:
 
 
 _BLOCK = 1 << 20  # elements per float64 block: 8 MiB of temporaries
+
+
+def symmetric(bits: int, weights: np.ndarray, node: str) -> Quantizer:
+    """Concrete ML's post-training weight quantizer: symmetric, per tensor, ``bits`` bits."""
+    grid = integer_range(bits, signed=True, narrow=True)
+    peak = float(np.abs(weights).max(initial=0.0))
+    scale = np.array(peak / grid.hi if peak > 0 and grid.hi > 0 else 1.0)
+    return Quantizer(node, bits, grid, scale, np.zeros(()), "ROUND")
 
 
 def _round_half_up(y: np.ndarray) -> np.ndarray:

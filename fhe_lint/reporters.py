@@ -40,13 +40,14 @@ def _layer_json(la: LayerAnalysis) -> dict[str, Any]:
         "op": layer.op,
         "neurons": layer.neurons if w is not None else None,
         "fan_in": layer.fan_in if w is not None else None,
-        "weight_bits": w.bits if w is not None else None,
+        "weight_bits": w.bits if w is not None else None,  # None: unknown, or a weightless sum
         "input_bits": x.bits if x is not None else None,
         "input_range": [x.range.lo, x.range.hi] if x is not None else None,
         "omega": b.omega if b is not None else None,
         "max_nonzero": int(b.nonzero.max(initial=0)) if b is not None else None,
         "accumulator_range": [b.range.lo, b.range.hi] if b is not None else None,
         "accumulator_bits": int(b.bits.max(initial=1)) if b is not None else None,
+        **({"runtime_accumulator_range": [b.runtime.lo, b.runtime.hi]} if b is not None and b.runtime else {}),
     }
 
 

@@ -13,6 +13,8 @@ class Settings:
     select: frozenset[str] = field(default_factory=frozenset)
     ignore: frozenset[str] = field(default_factory=frozenset)
     max_prune: float = 0.9
+    weight_bits: int | None = None  # float models: assume Concrete ML's post-training quantization
+    input_bits: int | None = None
 
     def enabled(self, code: str) -> bool:
         """ruff semantics: an empty ``select`` means every rule; ``ignore`` wins over ``select``."""

@@ -43,7 +43,7 @@ def check(analysis: ModelAnalysis) -> Iterator[Diagnostic]:
     multiplier = analysis.settings.multiplier
     for la in analysis.layers:
         b = la.bounds
-        if b is None or b.omega < 1:  # Omega < 1 is FHE003
+        if b is None or b.omega is None or b.omega < 1:  # Omega < 1 is FHE003; pools have no weights
             continue
         limit = budget(b.omega, multiplier)
         for k in np.flatnonzero(b.nonzero > limit):

@@ -31,7 +31,7 @@ from fhe_lint.rule import FixAvailability, Rule
 def check(analysis: ModelAnalysis) -> Iterator[Diagnostic]:
     n_max = analysis.settings.n_max
     for la in analysis.layers:
-        if la.bounds is None or la.bounds.omega >= 1:
+        if la.bounds is None or la.bounds.omega is None or la.bounds.omega >= 1:
             continue
         wb, ib = la.layer.weight.bits, la.layer.input.bits
         yield RULE.diagnostic(

@@ -367,7 +367,7 @@ def _layer(graph: Graph, node: onnx.NodeProto, settings: Settings) -> LinearLaye
     chains = {i: _weight_chain(graph, node.input[i]) for i in spec.weight_operands if len(node.input) > i}
     constant = [i for i, (src, _, _) in chains.items() if src is not None]
     if not constant:
-        return LinearLayer(node, name, op, None, None, "both operands are computed at run time")
+        return _encrypted_product(graph, spec, node, settings)
     operand = constant[0]
     if len(constant) > 1 and chains[constant[0]][1] is None and chains[constant[1]][1] is not None:
         operand = constant[1]  # prefer the quantized constant
@@ -403,7 +403,23 @@ def find_linear_layers(graph: Graph, settings: Settings) -> list[LinearLayer]:
     return layers
 
 
-# --- weightless sums: pools add their window's inputs before dividing ---
+# --- weightless sums: pools add their window's inputs; an encrypted MatMul adds products ---
+
+
+def _encrypted_product(graph: Graph, spec: LayerSpec, node: onnx.NodeProto, settings: Settings) -> LinearLayer:
+    """x @ y with both operands encrypted (attention-like): K products, each within the corners
+    of the two ranges. Reported, never fixed: there is no weight to prune."""
+    name, op = graph.name(node), node.op_type
+    if spec.family != "matmul" or spec.zero_points:
+        return LinearLayer(node, name, op, None, None, "both operands are computed at run time")
+    a, why_a = _data_range(graph, spec, node, 0, settings)
+    b, why_b = _data_range(graph, spec, node, 1, settings)
+    shape = graph.shape(node.input[0])
+    if a is None or b is None or shape is None:
+        return LinearLayer(node, name, op, None, None, why_a or why_b or "the shape of its operands is unknown")
+    corners = [x * y for x in (a.range.lo, a.range.hi) for y in (b.range.lo, b.range.hi)]
+    product = InputRange(IntRange(min(corners), max(corners)), max(a.bits, b.bits), a.quantizers + b.quantizers)
+    return LinearLayer(node, name, op, None, product, taps=int(shape[-1]))
 
 SUM_OPS = frozenset({"AveragePool", "GlobalAveragePool", "ReduceSum"})
 

@@ -33,6 +33,11 @@ class QonnxBuilder:
         self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=self.dtype), name))
         return name
 
+    def const_int(self, value) -> str:
+        name = self.fresh("i")
+        self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=np.int64), name))
+        return name
+
     def input(self, shape: list[int], name: str = "x") -> str:
         self.inputs.append(helper.make_tensor_value_info(name, self._elem, shape))
         return name

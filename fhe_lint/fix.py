@@ -141,13 +141,13 @@ def apply(model: onnx.ModelProto, graph: Graph, prunes: list[LayerPrune]) -> onn
     for p in prunes:
         la, weight = p.layer, p.layer.layer.weight
         values = _pruned_weights(graph, p)
-        doc = graph.const_proto(weight.source).doc_string
+        original = graph.const_proto(weight.source)
         if not _is_shared(graph, la):
-            inits[weight.source].CopyFrom(_tensor(values, weight.source, doc))
+            inits[weight.source].CopyFrom(_tensor(values, weight.source, original))
             continue
         # Clone initializer and weight path for this layer alone, then rewire the layer.
         tensor = _unique(weight.source, taken)
-        g.initializer.append(_tensor(values, tensor, doc))
+        g.initializer.append(_tensor(values, tensor, original))
         for node in weight.path:
             clone = onnx.NodeProto()
             clone.CopyFrom(node)
@@ -165,9 +165,10 @@ def apply(model: onnx.ModelProto, graph: Graph, prunes: list[LayerPrune]) -> onn
     return fixed
 
 
-def _tensor(values: np.ndarray, name: str, doc: str) -> onnx.TensorProto:
-    t = numpy_helper.from_array(values, name)
-    t.doc_string = doc
+def _tensor(values: np.ndarray, name: str, original: onnx.TensorProto) -> onnx.TensorProto:
+    """``values`` stored with the original element type (int4 stays int4, float16 stays float16)."""
+    t = numpy_helper.from_array(values.astype(numpy_helper.to_array(original).dtype), name)
+    t.doc_string = original.doc_string
     return t
 
 

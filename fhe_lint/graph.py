@@ -16,6 +16,9 @@ from onnx import numpy_helper
 
 from fhe_lint.errors import UnsupportedModelError
 
+# Sub-byte integer types, decoded into the smallest numpy integer that holds them.
+_PACKED_INT = {onnx.TensorProto.INT4: np.int8, onnx.TensorProto.UINT4: np.uint8}
+
 # Ops whose output is known without any encrypted value: the shape of a tensor is clear.
 _CLEAR_OUTPUT_OPS = {"Shape", "Size"}
 
@@ -59,7 +62,10 @@ class Graph:
             if proto is None:
                 raise UnsupportedModelError(f"tensor {tensor!r} is not a constant (initializer)")
             try:
-                self._const_cache[tensor] = numpy_helper.to_array(proto)
+                value = numpy_helper.to_array(proto)
+                if proto.data_type in _PACKED_INT:  # int4/uint4 come as ml_dtypes scalars: widen
+                    value = value.astype(_PACKED_INT[proto.data_type])
+                self._const_cache[tensor] = value
             except (ValueError, TypeError, KeyError) as e:  # KeyError: unknown data_type
                 raise UnsupportedModelError(f"initializer {tensor!r} cannot be decoded: {e!r}") from e
         return self._const_cache[tensor]

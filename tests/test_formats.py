@@ -238,3 +238,25 @@ def test_pools_and_encrypted_matmul_are_weightless_sums():
     assert (layers["AveragePool"].bounds.range.lo, layers["AveragePool"].bounds.range.hi) == (0, 4 * 15)
     assert (layers["MatMul"].bounds.range.lo, layers["MatMul"].bounds.range.hi) == (4 * 15 * -4, 4 * 15 * 3)
     assert layers["MatMul"].bounds.omega is None
+
+
+def test_int4_qdq_weights_are_read_and_fixed_in_place(tmp_path):
+    tiny_float_model(tmp_path / "float.onnx")
+    m = onnx.load(tmp_path / "float.onnx")
+    m.opset_import[0].version = 21  # int4 QuantizeLinear/DequantizeLinear
+    onnx.save(m, tmp_path / "float21.onnx")
+    quantize_static(str(tmp_path / "float21.onnx"), str(tmp_path / "q4.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt4)
+    model = onnx.load(tmp_path / "q4.onnx")
+    mm = next(la for la in analyse(tmp_path / "q4.onnx", Graph(model), Settings()).layers if la.layer.op == "MatMul")
+    assert mm.layer.weight.bits == 4
+    inits = {t.name: numpy_helper.to_array(t).astype(np.int64) for t in model.graph.initializer}
+    d = (inits["w2_quantized"] - inits["w2_zero_point"]).T
+    lo, hi = _corners(d, 0, 255)
+    assert mm.bounds.lo.tolist() == lo.tolist() and mm.bounds.hi.tolist() == hi.tolist()
+    out = tmp_path / "fixed.onnx"
+    assert run_cli(tmp_path / "q4.onnx", "--fix", "-o", out, "--n-max", "10", "--select", "FHE001",
+                   "--max-prune", "100").returncode == 0
+    fixed = {t.name: t.data_type for t in onnx.load(out).graph.initializer}
+    assert fixed["w2_quantized"] == TensorProto.INT4
+    assert ort.InferenceSession(str(out)).run(None, {"x": np.zeros((1, 1, 3, 3), np.float32)})[0].shape == (1, 3)

@@ -6,13 +6,20 @@ Exit codes (ruff/flake8 style): 0 clean or warnings only, 1 at least one error (
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from fhe_lint import __version__
 from fhe_lint.errors import FheLintError
+from fhe_lint.settings import Settings
+
+if TYPE_CHECKING:
+    from fhe_lint.report import FileReport
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -51,6 +58,9 @@ def main() -> None:
     """
 
 
+_FORMATS = ["text", "json", "sarif", "github", "junit"]
+
+
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--n-max", type=click.IntRange(1, 64), default=16, show_default=True,
@@ -62,8 +72,11 @@ def main() -> None:
               help="Only these rule codes (comma-separated, repeatable).")
 @click.option("--ignore", multiple=True, callback=_codes, metavar="CODES",
               help="Skip these rule codes (comma-separated, repeatable).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="Output format; json follows the versioned report contract.")
+@click.option("--format", "fmt", type=click.Choice(_FORMATS), default="text", show_default=True,
+              help="text for people; json (versioned report), sarif (code scanning), github "
+                   "(workflow annotations), junit (CI dashboards).")
+@click.option("--output-file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write the report there instead of standard output.")
 @click.option("--layers", is_flag=True, help="Also print a table of every linear layer (text format).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only findings, no summary.")
 @click.option("--weight-bits", type=click.IntRange(1, 32), metavar="N",
@@ -76,78 +89,69 @@ def main() -> None:
               help="With --fix: write the fixed model here instead of over the input.")
 @click.option("--max-prune", type=click.FloatRange(0, 100), default=90.0, show_default=True, metavar="PERCENT",
               help="With --fix: refuse to prune more than this share of any layer's weights.")
-def check(files: tuple[Path, ...], n_max: int, multiplier: float, strict: bool, select: frozenset[str],
-          ignore: frozenset[str], fmt: str, layers: bool, quiet: bool, weight_bits: int | None,
-          input_bits: int | None, fix: bool, output: Path | None, max_prune: float) -> None:
-    """Lint quantized ONNX models (QONNX / Brevitas exports) for FHE accumulator overflow."""
-    from fhe_lint import reporters
-    from fhe_lint.settings import Settings
+@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Lint this many files in parallel processes.")
+@click.option("--isolated", is_flag=True, help="Ignore configuration files.")
+@click.option("--show-settings", is_flag=True, help="Print the settings resolved for each file, and exit.")
+@click.pass_context
+def check(ctx: click.Context, files: tuple[Path, ...], fmt: str, output_file: Path | None, layers: bool,
+          quiet: bool, fix: bool, output: Path | None, jobs: int, isolated: bool, show_settings: bool,
+          **options: object) -> None:
+    """Lint quantized ONNX models for FHE accumulator overflow (QONNX, QDQ, QOperator, float).
+
+    Settings come from the nearest fhe-lint.toml or [tool.fhe-lint] in pyproject.toml above each
+    model; flags given here override them.
+    """
+    from fhe_lint import config
+    from fhe_lint.emitters import EMITTERS
+    from fhe_lint.runner import run_files
 
     if output is not None and not fix:
         raise click.UsageError("--output is only meaningful with --fix")
     if output is not None and len(files) != 1:
         raise click.UsageError("--output takes exactly one input model")
-    settings = Settings(n_max=n_max, multiplier=multiplier, strict=strict, select=select, ignore=ignore,
-                        max_prune=max_prune / 100, weight_bits=weight_bits, input_bits=input_bits)
-    reports = [_run_one(path, settings, fix, output) for path in files]
-
+    cli = {name.replace("-", "_"): value for name, value in options.items()
+           if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
+    if "max_prune" in cli:
+        cli["max_prune"] /= 100
+    try:
+        jobs_settings = [(path, Settings(**cli) if isolated else config.resolve(path, cli)) for path in files]
+    except FheLintError as e:
+        click.echo(f"fhe-lint: error: {e}", err=True)
+        sys.exit(EXIT_ERROR)
+    if show_settings:
+        for path, s in jobs_settings:
+            click.echo(f"{path}: {_describe(s)}")
+        return
+    reports = run_files(jobs_settings, fix, output, jobs)
     for r in reports:
         if r.error is not None:
             click.echo(f"fhe-lint: error: {r.error}", err=True)
-    if fmt == "json":
-        click.echo(reporters.to_json(reports, settings))
-    else:
-        for r in reports:
-            for line in reporters.diagnostic_lines(r) + reporters.fix_lines(r):
-                click.echo(line)
-            if layers and r.result is not None:
-                click.echo(reporters.layer_table(r, settings.n_max))
-        if not quiet:
-            click.echo(reporters.summary_line(reports))
-    sys.exit(_exit_code(reports, strict))
+    text = EMITTERS[fmt](reports, layers=layers, quiet=quiet)
+    if output_file is not None:
+        from fhe_lint.model_io import write_atomic
+
+        try:
+            write_atomic(output_file, (text + "\n").encode())
+        except FheLintError as e:
+            click.echo(f"fhe-lint: error: {e}", err=True)
+            sys.exit(EXIT_ERROR)
+    elif text:
+        click.echo(text)
+    sys.exit(_exit_code(reports))
 
 
-def _run_one(path: Path, settings, fix: bool, output: Path | None):
-    from fhe_lint import reporters
-    from fhe_lint.linter import lint_model
-    from fhe_lint.model_io import has_external_data, read_model, write_atomic
-
-    try:
-        model = read_model(path)
-        result = lint_model(model, path, settings)
-        if not fix:
-            return reporters.FileReport(path, result)
-        from fhe_lint.fix import fix_model
-
-        if has_external_data(model):
-            raise FheLintError(f"{path}: --fix does not rewrite models with external data yet")
-        outcome = fix_model(model, result)
-        target = output or path
-        if outcome.refused:
-            return reporters.FileReport(path, outcome.result, fix=outcome)
-        if outcome.model is not None:
-            write_atomic(target, outcome.model.SerializeToString())
-        elif output is not None:
-            write_atomic(output, path.read_bytes())  # a clean model is copied byte for byte
-        else:
-            target = None
-        return reporters.FileReport(path, outcome.result, fix=outcome, written=target)
-    except FheLintError as e:
-        message = str(e)
-        return reporters.FileReport(path, error=message if message.startswith(str(path)) else f"{path}: {message}")
-    except MemoryError:
-        return reporters.FileReport(path, error=f"{path}: out of memory while analysing the model")
-    except Exception as e:  # noqa: BLE001 - a linter must report, not crash, on any model
-        return reporters.FileReport(path, error=f"{path}: cannot analyse this model ({type(e).__name__}: {e})")
+def _describe(s: Settings) -> str:
+    shown = {f.name: getattr(s, f.name) for f in dataclasses.fields(s)}
+    shown["select"], shown["ignore"] = sorted(s.select), sorted(s.ignore)
+    shown["node_ignores"] = {glob: sorted(codes) for glob, codes in s.node_ignores}
+    return json.dumps(shown)
 
 
-def _exit_code(reports, strict: bool) -> int:
+def _exit_code(reports: list["FileReport"]) -> int:
     if any(r.error is not None for r in reports):
         return EXIT_ERROR
-    failing = any(
-        r.result.fails(strict) or (r.fix is not None and r.fix.refused is not None) for r in reports
-    )
-    return EXIT_FINDINGS if failing else EXIT_CLEAN
+    return EXIT_FINDINGS if any(r.fails() for r in reports) else EXIT_CLEAN
 
 
 @main.command("rule")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
 
 from fhe_lint.analysis import ModelAnalysis, analyse
+from fhe_lint.config import with_model_suppressions
 from fhe_lint.diagnostics import Diagnostic, Severity
 from fhe_lint.graph import Graph
 from fhe_lint.model_io import read_model
@@ -19,7 +20,7 @@ from fhe_lint.settings import Settings
 class LintResult:
     analysis: ModelAnalysis
     diagnostics: tuple[Diagnostic, ...]
-    fix_summary: dict[str, int] = field(default_factory=dict)  # node -> weights pruned
+    suppressed: int = 0
 
     @property
     def path(self) -> Path:
@@ -33,11 +34,11 @@ class LintResult:
 
 
 def lint_model(model: onnx.ModelProto, path: Path, settings: Settings) -> LintResult:
+    settings = with_model_suppressions(settings, model)
     analysis = analyse(path, Graph(model), settings)
-    diagnostics = tuple(
-        d for code, rule in RULES.items() if settings.enabled(code) for d in rule.check(analysis)
-    )
-    return LintResult(analysis, diagnostics)
+    found = [d for code, rule in RULES.items() if settings.enabled(code) for d in rule.check(analysis)]
+    kept = tuple(d for d in found if not settings.ignored(d.code, d.node))
+    return LintResult(analysis, kept, suppressed=len(found) - len(kept))
 
 
 def lint_path(path: Path, settings: Settings) -> LintResult:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass, field
 
 
@@ -15,6 +16,15 @@ class Settings:
     max_prune: float = 0.9
     weight_bits: int | None = None  # float models: assume Concrete ML's post-training quantization
     input_bits: int | None = None
+    node_ignores: tuple[tuple[str, frozenset[str]], ...] = ()  # (node-name glob, codes or {"ALL"})
+    source: str | None = None  # the config file these settings came from, if any
+
+    def ignored(self, code: str, node: str | None) -> bool:
+        """Whether a per-node ignore (config or model metadata) suppresses ``code`` at ``node``."""
+        return any(
+            fnmatch.fnmatchcase(node or "", glob) and (code in codes or "ALL" in codes)
+            for glob, codes in self.node_ignores
+        )
 
     def enabled(self, code: str) -> bool:
         """ruff semantics: an empty ``select`` means every rule; ``ignore`` wins over ``select``."""

@@ -1,0 +1,175 @@
+"""Configuration: ``fhe-lint.toml`` or ``[tool.fhe-lint]`` in ``pyproject.toml``, the nearest one
+up from each model (like ruff), then command-line flags on top; and suppressions written into a
+model itself (``metadata_props`` key ``fhe-lint:ignore``).
+
+    # fhe-lint.toml (or [tool.fhe-lint] in pyproject.toml)
+    n-max = 16
+    multiplier = 2.0
+    strict = false
+    select = ["FHE001", "FHE005"]
+    ignore = ["FHE004"]
+    max-prune = 90            # percent
+    weight-bits = 8           # float models
+    input-bits = 8
+    per-node-ignores = { "/classifier/*" = ["ALL"], "/fc/Gemm" = ["FHE002"] }
+
+    [per-file."legacy/*.onnx"]   # any key above, for the models matching the glob
+    n-max = 17
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from fhe_lint.errors import FheLintError
+from fhe_lint.settings import Settings
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+METADATA_KEY = "fhe-lint:ignore"
+
+
+class ConfigError(FheLintError):
+    """A configuration file or an in-model suppression is malformed."""
+
+
+def _codes(value: Any) -> frozenset[str]:
+    from fhe_lint.rules import RULES
+
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(c, str) for c in items):
+        raise ValueError("expected a list of rule codes")
+    codes = frozenset(c.strip().upper() for item in items for c in item.split(",") if c.strip())
+    unknown = sorted(codes - set(RULES) - {"ALL"})
+    if unknown:
+        raise ValueError(f"unknown rule code {unknown[0]}")
+    return codes
+
+
+def _positive_int(low: int, high: int) -> Callable[[Any], int]:
+    def check(v: Any) -> int:
+        if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
+            raise ValueError(f"expected an integer in {low}..{high}")
+        return v
+    return check
+
+
+def _number(low: float, high: float, open_low: bool = False) -> Callable[[Any], float]:
+    def check(v: Any) -> float:
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not (low < v if open_low else low <= v) or v > high:
+            raise ValueError(f"expected a number in {'(' if open_low else '['}{low}, {high}]")
+        return float(v)
+    return check
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError("expected true or false")
+    return v
+
+
+def _node_ignores(v: Any) -> tuple[tuple[str, frozenset[str]], ...]:
+    if not isinstance(v, dict):
+        raise ValueError('expected a table of node-name glob = ["CODE", ...]')
+    return tuple((str(glob), _codes(codes)) for glob, codes in v.items())
+
+
+# config key -> (Settings field, validator and converter)
+KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "n-max": ("n_max", _positive_int(1, 64)),
+    "multiplier": ("multiplier", _number(0, float("inf"), open_low=True)),
+    "strict": ("strict", _bool),
+    "select": ("select", _codes),
+    "ignore": ("ignore", _codes),
+    "max-prune": ("max_prune", lambda v: _number(0, 100)(v) / 100),
+    "weight-bits": ("weight_bits", _positive_int(1, 32)),
+    "input-bits": ("input_bits", _positive_int(1, 32)),
+    "per-node-ignores": ("node_ignores", _node_ignores),
+}
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read configuration: {e}") from e
+    if path.name == "pyproject.toml":
+        return data.get("tool", {}).get("fhe-lint")
+    return data
+
+
+def find_config(model: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The nearest ``fhe-lint.toml``, or ``pyproject.toml`` with ``[tool.fhe-lint]``, up from ``model``."""
+    for directory in [model.resolve().parent, *model.resolve().parent.parents]:
+        for name in ("fhe-lint.toml", "pyproject.toml"):
+            candidate = directory / name
+            if candidate.is_file():
+                table = _read(candidate)
+                if table is not None:
+                    return candidate, table
+    return None
+
+
+def _apply(settings: Settings, table: dict[str, Any], where: Path) -> Settings:
+    changes = {}
+    for key, value in table.items():
+        if key == "per-file":
+            continue
+        if key not in KEYS:
+            raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(KEYS)}, per-file)")
+        name, convert = KEYS[key]
+        try:
+            changes[name] = convert(value)
+        except ValueError as e:
+            raise ConfigError(f"{where}: {key}: {e}") from e
+    return dataclasses.replace(settings, **changes)
+
+
+def resolve(model: Path, cli: dict[str, Any], base: Settings | None = None) -> Settings:
+    """Defaults < nearest config file < its ``per-file`` tables < command-line flags."""
+    settings = base or Settings()
+    found = find_config(model)
+    if found is not None:
+        path, table = found
+        settings = dataclasses.replace(_apply(settings, table, path), source=str(path))
+        per_file = table.get("per-file", {})
+        if not isinstance(per_file, dict):
+            raise ConfigError(f"{path}: per-file must be a table of glob = {{settings}}")
+        relative = model.resolve().relative_to(path.parent).as_posix()
+        for glob, sub in per_file.items():
+            if fnmatch.fnmatch(relative, glob):
+                if not isinstance(sub, dict):
+                    raise ConfigError(f"{path}: per-file.{glob!r} must be a table")
+                settings = _apply(settings, sub, path)
+    return dataclasses.replace(settings, **cli)
+
+
+def with_model_suppressions(settings: Settings, model: onnx.ModelProto) -> Settings:
+    """Add the model's own ``fhe-lint:ignore`` entries: ``CODES [NODE_GLOB]`` separated by ``;``
+    or new lines, e.g. ``FHE002; FHE001 /classifier/*``."""
+    extra = []
+    for prop in model.metadata_props:
+        if prop.key != METADATA_KEY:
+            continue
+        for entry in prop.value.replace("\n", ";").split(";"):
+            parts = entry.split()
+            if not parts:
+                continue
+            if len(parts) > 2:
+                raise ConfigError(f"model metadata {METADATA_KEY!r}: cannot parse {entry.strip()!r} "
+                                  "(expected 'CODES [NODE_GLOB]')")
+            try:
+                extra.append((parts[1] if len(parts) == 2 else "*", _codes(parts[0])))
+            except ValueError as e:
+                raise ConfigError(f"model metadata {METADATA_KEY!r}: {e}") from e
+    return dataclasses.replace(settings, node_ignores=settings.node_ignores + tuple(extra)) if extra else settings

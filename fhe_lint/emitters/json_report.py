@@ -1,0 +1,25 @@
+"""The versioned JSON report (DESIGN.md contract): keys may be added, never renamed."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fhe_lint.report import REPORT_VERSION, FileReport, diagnostic_json, summary
+
+
+def _file_json(r: FileReport) -> dict[str, Any]:
+    out: dict[str, Any] = {"path": str(r.path), "n_max": r.settings.n_max, "multiplier": r.settings.multiplier,
+                           "layers": list(r.layers), "diagnostics": [diagnostic_json(d) for d in r.diagnostics]}
+    if r.error is not None:
+        out["error"] = r.error
+    if r.fix is not None:
+        out["fix"] = {"pruned": r.fix.pruned, "written": r.fix.written, "refused": r.fix.refused}
+    return out
+
+
+def emit(reports: list[FileReport], **_: object) -> str:
+    return json.dumps(
+        {"version": REPORT_VERSION, "files": [_file_json(r) for r in reports], "summary": summary(reports)},
+        indent=1,
+    )

@@ -1,0 +1,59 @@
+"""Human output: one grep-able line per finding, fix outcomes, optional layer tables, a summary."""
+
+from __future__ import annotations
+
+from tabulate import tabulate
+
+from fhe_lint.report import FileReport, location, summary
+
+
+def diagnostic_lines(r: FileReport) -> list[str]:
+    return [f"{location(r.path, d)}: {d.code} {d.message}" for d in r.diagnostics]
+
+
+def fix_lines(r: FileReport) -> list[str]:
+    if r.fix is None:
+        return []
+    f = r.fix
+    if f.refused:
+        return [f"{r.path}: fix refused, file left untouched: {f.refused}"]
+    if not f.pruned:
+        target = f", copied unchanged to {f.written}" if f.written and f.written != str(r.path) else ""
+        return [f"{r.path}: nothing to fix{target}"]
+    detail = ", ".join(f"{node}: {n}" for node, n in f.pruned.items())
+    return [f"{r.path}: fixed, pruned {sum(f.pruned.values())} weights ({detail}); wrote {f.written}"]
+
+
+def layer_table(r: FileReport) -> str:
+    rows = []
+    n_max = r.settings.n_max
+    for j in r.layers:
+        bits = j["accumulator_bits"]
+        rows.append([
+            j["node"], j["op"], j["neurons"], j["fan_in"], f"{j['weight_bits']}/{j['input_bits']}",
+            j["omega"], j["max_nonzero"],
+            "unknown" if j["accumulator_range"] is None else f"[{j['accumulator_range'][0]}, {j['accumulator_range'][1]}]",
+            bits, None if bits is None else n_max - bits,
+        ])
+    headers = ["node", "op", "neurons", "fan-in", "bits w/in", "Ω", "max nz", "range", "acc bits", "headroom"]
+    return f"{r.path}\n" + tabulate(rows, headers=headers, missingval="-")
+
+
+def summary_line(reports: list[FileReport]) -> str:
+    s = summary(reports)
+    files = f"{s['files']} file{'s' if s['files'] != 1 else ''}"
+    failed = f", {s['failed_to_analyse']} could not be analysed" if s["failed_to_analyse"] else ""
+    if not s["errors"] and not s["warnings"] and not s["failed_to_analyse"]:
+        return f"All checks passed ({files})."
+    return f"Found {s['errors']} error(s) and {s['warnings']} warning(s) in {files}{failed}."
+
+
+def emit(reports: list[FileReport], *, layers: bool = False, quiet: bool = False, **_: object) -> str:
+    lines: list[str] = []
+    for r in reports:
+        lines += diagnostic_lines(r) + fix_lines(r)
+        if layers and r.error is None:
+            lines.append(layer_table(r))
+    if not quiet:
+        lines.append(summary_line(reports))
+    return "\n".join(lines)

@@ -1,0 +1,59 @@
+"""Lint (and fix) files, one process or many; every failure becomes a FileReport's error.
+
+Kept apart from the CLI so that ``-j N`` can ship plain-data reports between processes.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from fhe_lint.errors import FheLintError
+from fhe_lint.report import FileReport, FixSummary
+from fhe_lint.settings import Settings
+
+
+def run_file(path: Path, settings: Settings, fix: bool = False, output: Path | None = None) -> FileReport:
+    from fhe_lint.linter import lint_model
+    from fhe_lint.model_io import has_external_data, read_model, write_atomic
+
+    try:
+        model = read_model(path)
+        result = lint_model(model, path, settings)
+        if not fix:
+            return FileReport.of(result)
+        from fhe_lint.fix import fix_model
+
+        if has_external_data(model):
+            raise FheLintError(f"{path}: --fix does not rewrite models with external data yet")
+        outcome = fix_model(model, result)
+        if outcome.refused:
+            return FileReport.of(outcome.result, FixSummary(outcome.pruned, outcome.refused))
+        target: Path | None = output or path
+        if outcome.model is not None:
+            write_atomic(target, outcome.model.SerializeToString())
+        elif output is not None:
+            write_atomic(output, path.read_bytes())  # a clean model is copied byte for byte
+        else:
+            target = None
+        return FileReport.of(outcome.result, FixSummary(outcome.pruned, None, str(target) if target else None))
+    except FheLintError as e:
+        message = str(e)
+        return FileReport(path, settings, error=message if message.startswith(str(path)) else f"{path}: {message}")
+    except MemoryError:
+        return FileReport(path, settings, error=f"{path}: out of memory while analysing the model")
+    except Exception as e:  # noqa: BLE001 - a linter must report, not crash, on any model
+        return FileReport(path, settings, error=f"{path}: cannot analyse this model ({type(e).__name__}: {e})")
+
+
+def _run_args(args: tuple[Path, Settings, bool, Path | None]) -> FileReport:
+    return run_file(*args)
+
+
+def run_files(jobs: list[tuple[Path, Settings]], fix: bool, output: Path | None, processes: int) -> list[FileReport]:
+    """Reports in the order of ``jobs``; ``processes > 1`` lints files in parallel processes."""
+    work = [(path, settings, fix, output) for path, settings in jobs]
+    if processes <= 1 or len(work) <= 1:
+        return [_run_args(w) for w in work]
+    with ProcessPoolExecutor(max_workers=min(processes, len(work))) as pool:
+        return list(pool.map(_run_args, work))

@@ -91,12 +91,15 @@ _FORMATS = ["text", "json", "sarif", "github", "junit"]
               help="With --fix: refuse to prune more than this share of any layer's weights.")
 @click.option("-j", "--jobs", type=click.IntRange(1, 256), default=1, show_default=True,
               help="Lint this many files in parallel processes.")
+@click.option("--plot", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
+              help="Draw per-layer and per-neuron accumulator bits against n_max (before and after "
+                   "--fix) to FILE.png, .svg or a self-contained .html (needs fhe-lint[plot]).")
 @click.option("--isolated", is_flag=True, help="Ignore configuration files.")
 @click.option("--show-settings", is_flag=True, help="Print the settings resolved for each file, and exit.")
 @click.pass_context
 def check(ctx: click.Context, files: tuple[Path, ...], fmt: str, output_file: Path | None, layers: bool,
-          quiet: bool, fix: bool, output: Path | None, jobs: int, isolated: bool, show_settings: bool,
-          **options: object) -> None:
+          quiet: bool, fix: bool, output: Path | None, jobs: int, plot: Path | None, isolated: bool,
+          show_settings: bool, **options: object) -> None:
     """Lint quantized ONNX models for FHE accumulator overflow (QONNX, QDQ, QOperator, float).
 
     Settings come from the nearest fhe-lint.toml or [tool.fhe-lint] in pyproject.toml above each
@@ -123,10 +126,18 @@ def check(ctx: click.Context, files: tuple[Path, ...], fmt: str, output_file: Pa
         for path, s in jobs_settings:
             click.echo(f"{path}: {_describe(s)}")
         return
-    reports = run_files(jobs_settings, fix, output, jobs)
+    reports = run_files(jobs_settings, fix, output, jobs, progress=_progress if sys.stderr.isatty() else None)
     for r in reports:
         if r.error is not None:
             click.echo(f"fhe-lint: error: {r.error}", err=True)
+    if plot is not None:
+        from fhe_lint import plot as plotting
+
+        try:
+            plotting.save(reports, plot)
+        except FheLintError as e:
+            click.echo(f"fhe-lint: error: {e}", err=True)
+            sys.exit(EXIT_ERROR)
     text = EMITTERS[fmt](reports, layers=layers, quiet=quiet)
     if output_file is not None:
         from fhe_lint.model_io import write_atomic
@@ -139,6 +150,14 @@ def check(ctx: click.Context, files: tuple[Path, ...], fmt: str, output_file: Pa
     elif text:
         click.echo(text)
     sys.exit(_exit_code(reports))
+
+
+def _progress(done: int, total: int, path: Path) -> None:
+    """One self-overwriting line on a terminal: long runs show they are alive."""
+    end = "\n" if done == total else ""
+    click.echo(f"\r\033[Kfhe-lint: {done}/{total} {path}", err=True, nl=False)
+    if end:
+        click.echo("\r\033[K", err=True, nl=False)
 
 
 def _describe(s: Settings) -> str:

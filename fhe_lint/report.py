@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ class FixSummary:
     pruned: dict[str, int]  # node -> weights pruned
     refused: str | None = None
     written: str | None = None
+    bits_before: dict[str, tuple[int, ...]] | None = None  # per-neuron bits of the unfixed model
 
 
 @dataclass(frozen=True)
@@ -33,12 +34,13 @@ class FileReport:
     error: str | None = None
     fix: FixSummary | None = None
     suppressed: int = 0
+    neuron_bits: dict[str, tuple[int, ...]] = field(default_factory=dict)  # for plots, not in JSON
 
     @classmethod
     def of(cls, result: LintResult, fix: FixSummary | None = None) -> FileReport:
         s = result.analysis.settings
         return cls(result.path, s, tuple(layer_json(la) for la in result.analysis.layers), result.diagnostics,
-                   fix=fix, suppressed=result.suppressed)
+                   fix=fix, suppressed=result.suppressed, neuron_bits=neuron_bits(result))
 
     def count(self, severity: Severity) -> int:
         return sum(d.severity is severity for d in self.diagnostics)
@@ -46,6 +48,10 @@ class FileReport:
     def fails(self) -> bool:
         refused = self.fix is not None and self.fix.refused is not None
         return refused or any(d.severity is Severity.ERROR or self.settings.strict for d in self.diagnostics)
+
+
+def neuron_bits(result: LintResult) -> dict[str, tuple[int, ...]]:
+    return {la.name: tuple(int(b) for b in la.bounds.bits) for la in result.analysis.layers if la.bounds is not None}
 
 
 def layer_json(la: LayerAnalysis) -> dict[str, Any]:

@@ -5,11 +5,12 @@ Kept apart from the CLI so that ``-j N`` can ship plain-data reports between pro
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from fhe_lint.errors import FheLintError
-from fhe_lint.report import FileReport, FixSummary
+from fhe_lint.report import FileReport, FixSummary, neuron_bits
 from fhe_lint.settings import Settings
 
 
@@ -27,8 +28,9 @@ def run_file(path: Path, settings: Settings, fix: bool = False, output: Path | N
         if has_external_data(model):
             raise FheLintError(f"{path}: --fix does not rewrite models with external data yet")
         outcome = fix_model(model, result)
+        before = neuron_bits(result)
         if outcome.refused:
-            return FileReport.of(outcome.result, FixSummary(outcome.pruned, outcome.refused))
+            return FileReport.of(outcome.result, FixSummary(outcome.pruned, outcome.refused, bits_before=before))
         target: Path | None = output or path
         if outcome.model is not None:
             write_atomic(target, outcome.model.SerializeToString())
@@ -36,7 +38,7 @@ def run_file(path: Path, settings: Settings, fix: bool = False, output: Path | N
             write_atomic(output, path.read_bytes())  # a clean model is copied byte for byte
         else:
             target = None
-        return FileReport.of(outcome.result, FixSummary(outcome.pruned, None, str(target) if target else None))
+        return FileReport.of(outcome.result, FixSummary(outcome.pruned, None, str(target) if target else None, before))
     except FheLintError as e:
         message = str(e)
         return FileReport(path, settings, error=message if message.startswith(str(path)) else f"{path}: {message}")
@@ -50,10 +52,18 @@ def _run_args(args: tuple[Path, Settings, bool, Path | None]) -> FileReport:
     return run_file(*args)
 
 
-def run_files(jobs: list[tuple[Path, Settings]], fix: bool, output: Path | None, processes: int) -> list[FileReport]:
+def run_files(jobs: list[tuple[Path, Settings]], fix: bool, output: Path | None, processes: int,
+              progress: Callable[[int, int, Path], None] | None = None) -> list[FileReport]:
     """Reports in the order of ``jobs``; ``processes > 1`` lints files in parallel processes."""
     work = [(path, settings, fix, output) for path, settings in jobs]
     if processes <= 1 or len(work) <= 1:
-        return [_run_args(w) for w in work]
+        results = map(_run_args, work)
+        return [_tick(r, i, len(work), progress) for i, r in enumerate(results, 1)]
     with ProcessPoolExecutor(max_workers=min(processes, len(work))) as pool:
-        return list(pool.map(_run_args, work))
+        return [_tick(r, i, len(work), progress) for i, r in enumerate(pool.map(_run_args, work), 1)]
+
+
+def _tick(report: FileReport, done: int, total: int, progress: Callable[[int, int, Path], None] | None) -> FileReport:
+    if progress is not None and total > 1:
+        progress(done, total, report.path)
+    return report

@@ -89,6 +89,14 @@ _FORMATS = ["text", "json", "sarif", "github", "junit"]
               help="With --fix: write the fixed model here instead of over the input.")
 @click.option("--max-prune", type=click.FloatRange(0, 100), default=90.0, show_default=True, metavar="PERCENT",
               help="With --fix: refuse to prune more than this share of any layer's weights.")
+@click.option("--calibration", type=click.Path(exists=True, dir_okay=False), metavar="DATA.npy",
+              help="Model inputs (.npy, or .npz): report the accumulator range they reach next to the "
+                   "worst case, and, with --fix, how many predictions the fix changes.")
+@click.option("--fix-order", type=click.Choice(["l1", "activation"]), default="l1", show_default=True,
+              help="With --fix: prune smallest |w| first (l1), or smallest |w| x mean|x| on the "
+                   "calibration data (activation).")
+@click.option("--max-agreement-drop", type=click.FloatRange(0, 100), metavar="PERCENT",
+              help="With --fix --calibration: refuse a fix that changes more than PERCENT of predictions.")
 @click.option("-j", "--jobs", type=click.IntRange(1, 256), default=1, show_default=True,
               help="Lint this many files in parallel processes.")
 @click.option("--plot", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",

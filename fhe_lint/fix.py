@@ -48,7 +48,8 @@ def _violating(la: LayerAnalysis, n_max: int, limit: int | None) -> np.ndarray:
     return np.flatnonzero(bad)
 
 
-def plan_layer(la: LayerAnalysis, n_max: int, nonzero_limit: int | None) -> LayerPrune | None:
+def plan_layer(la: LayerAnalysis, n_max: int, nonzero_limit: int | None,
+               activity: np.ndarray | None = None) -> LayerPrune | None:
     """Smallest prefix (by |w|) of each violating neuron's non-zero taps whose removal fits it.
 
     Removing a tap shrinks both ends of the interval (0 lies in every tap's range), so the
@@ -59,7 +60,8 @@ def plan_layer(la: LayerAnalysis, n_max: int, nonzero_limit: int | None) -> Laye
     if rows.size == 0:
         return None
     d = weight.d[rows]
-    order = np.argsort(np.where(d == 0, -1.0, weight.magnitude()[rows]), axis=1, kind="stable")
+    importance = weight.magnitude()[rows] * (1.0 if activity is None else activity[rows])
+    order = np.argsort(np.where(d == 0, -1.0, importance), axis=1, kind="stable")
     sorted_d = np.take_along_axis(d, order, axis=1)
     x = tap_range(la.layer)
     t_lo, t_hi = bounds.term_extremes(sorted_d, x.lo, x.hi)
@@ -80,7 +82,7 @@ def plan_layer(la: LayerAnalysis, n_max: int, nonzero_limit: int | None) -> Laye
     return LayerPrune(la, rows[r], weight.source_index()[rows[r], cols])
 
 
-def plan(analysis: ModelAnalysis, fix_budget: bool) -> list[LayerPrune]:
+def plan(analysis: ModelAnalysis, fix_budget: bool, activity: dict[str, np.ndarray] | None = None) -> list[LayerPrune]:
     """The pruning that makes every analysable layer satisfy FHE001 (and FHE002 if asked)."""
     s = analysis.settings
     out = []
@@ -89,7 +91,7 @@ def plan(analysis: ModelAnalysis, fix_budget: bool) -> list[LayerPrune]:
             continue  # unknown, weightless, or ConvTranspose with stride (taps split by phase)
         limit = budget(la.bounds.omega, s.multiplier) if fix_budget and la.bounds.omega >= 1 else None
         n_max = s.n_max if s.enabled("FHE001") else np.iinfo(np.int64).max
-        p = plan_layer(la, n_max, limit)
+        p = plan_layer(la, n_max, limit, (activity or {}).get(la.name))
         if p is not None:
             out.append(p)
     return out
@@ -194,11 +196,31 @@ class FixOutcome:
     model: onnx.ModelProto | None
     pruned: dict[str, int]
     refused: str | None = None
+    agreement: float | None = None  # share of calibration inputs whose predicted class is unchanged
+    max_abs_change: float | None = None
 
 
-def fix_model(model: onnx.ModelProto, result: LintResult) -> FixOutcome:
+def impact(model: onnx.ModelProto, fixed: onnx.ModelProto, data: np.ndarray) -> tuple[float, float]:
+    """Prediction agreement (argmax of the first output) and the largest output change."""
+    from fhe_lint.execute import evaluate
+
+    name = model.graph.output[0].name
+    (before,), (after,) = evaluate(model, data, [name]), evaluate(fixed, data, [name])
+    before, after = before.reshape(len(data), -1), after.reshape(len(data), -1)
+    agreement = float(np.mean(before.argmax(axis=1) == after.argmax(axis=1)))
+    return agreement, float(np.abs(after.astype(np.float64) - before).max(initial=0.0))
+
+
+def fix_model(model: onnx.ModelProto, result: LintResult, data: np.ndarray | None = None) -> FixOutcome:
     s = result.analysis.settings
-    prunes = plan(result.analysis, fix_budget=s.strict and s.enabled("FHE002"))
+    activity = None
+    if s.fix_order == "activation":
+        if data is None:
+            raise FixError("--fix-order activation needs --calibration data")
+        from fhe_lint.calibration import tap_activity
+
+        activity = tap_activity(result.analysis, data)
+    prunes = plan(result.analysis, fix_budget=s.strict and s.enabled("FHE002"), activity=activity)
     pruned = {p.layer.name: p.count for p in prunes}
     if not prunes:
         refused = None
@@ -208,13 +230,25 @@ def fix_model(model: onnx.ModelProto, result: LintResult) -> FixOutcome:
         return FixOutcome(result, None, {}, refused)
     for p in prunes:
         if p.fraction > s.max_prune:
+            from fhe_lint.advice import bit_advice
+
+            advice = bit_advice(p.layer, s.n_max).text(p.layer.layer.weight.bits, p.layer.layer.input.bits)
             return FixOutcome(result, None, pruned, (
                 f"fixing {p.layer.name} would prune {p.fraction:.0%} of its weights "
-                f"(more than --max-prune {s.max_prune:.0%}); use fewer weight or input bits instead"
+                f"(more than --max-prune {s.max_prune:.0%}); lower its bit-widths instead: {advice}"
             ))
     fixed = apply(model, result.analysis.graph, prunes)
     after = lint_model(fixed, result.path, s)
     if after.fails(s.strict):
         codes = ", ".join(sorted({d.code for d in after.diagnostics}))
         return FixOutcome(result, None, pruned, f"the pruned model would still fail ({codes})")
-    return FixOutcome(after, fixed, pruned)
+    if data is None:
+        return FixOutcome(after, fixed, pruned)
+    agreement, change = impact(model, fixed, data)
+    drop = 100 * (1 - agreement)
+    if s.max_agreement_drop is not None and drop > s.max_agreement_drop:
+        return FixOutcome(result, None, pruned, (
+            f"the fix changes {drop:.2f} % of predictions on the calibration data "
+            f"(more than --max-agreement-drop {s.max_agreement_drop:g} %)"
+        ), agreement, change)
+    return FixOutcome(after, fixed, pruned, None, agreement, change)

@@ -61,7 +61,12 @@ class WeightTensor:
     source_values: np.ndarray
     quantizer: Quantizer
     path: tuple[onnx.NodeProto, ...]  # nodes from the source to the layer, in graph order
-    layout: Callable[[np.ndarray], np.ndarray]
+    as_operand: Callable[[np.ndarray], np.ndarray]  # source-shaped -> as the layer receives it
+    neuron_major: Callable[[np.ndarray], np.ndarray]  # layer operand -> (neurons, fan_in)
+    operand: int  # which input of the layer node the weight is
+
+    def layout(self, a: np.ndarray) -> np.ndarray:
+        return self.neuron_major(self.as_operand(a))
 
     @property
     def bits(self) -> int:
@@ -83,6 +88,15 @@ class InputRange:
     range: IntRange
     bits: int
     quantizers: tuple[str, ...]
+    scale_zero_point: tuple[float, float] | None = None  # per-tensor: float value -> its integer
+
+
+def _scalar_params(graph: Graph, node: onnx.NodeProto) -> tuple[float, float] | None:
+    names = [node.input[i] if len(node.input) > i else "" for i in (1, 2)]
+    values = [graph.const(n) if n and graph.is_const(n) else (None if n else np.zeros(())) for n in names]
+    if any(v is None or v.size != 1 for v in values):
+        return None
+    return float(values[0].ravel()[0]), float(values[1].ravel()[0])
 
 
 @dataclass(frozen=True)
@@ -187,10 +201,10 @@ def input_range(graph: Graph, tensor: str) -> tuple[InputRange | None, str | Non
         tensor = node.input[0]
     if is_qonnx_quant(node):
         q = parse_quant(graph, node, need_params=False)
-        found = InputRange(q.range, q.bits, (q.node,))
+        found = InputRange(q.range, q.bits, (q.node,), _scalar_params(graph, node) if node.op_type == "Quant" else None)
     elif op == "DequantizeLinear":
         grid, bits = int_range(graph, node.input[0], graph.name(node))
-        found = InputRange(grid, bits, (graph.name(node),))
+        found = InputRange(grid, bits, (graph.name(node),), _scalar_params(graph, node))
     elif op == "Concat":
         parts = [input_range(graph, t) for t in node.input if t and not graph.is_const(t)]
         unknown = next((why for rng, why in parts if rng is None), None)
@@ -204,7 +218,7 @@ def input_range(graph: Graph, tensor: str) -> tuple[InputRange | None, str | Non
     else:
         return None, f"its input comes from {op} {graph.name(node)!r} with no quantizer after it"
     if padded:
-        found = InputRange(found.range.with_zero(), found.bits, found.quantizers)
+        found = InputRange(found.range.with_zero(), found.bits, found.quantizers, found.scale_zero_point)
     return found, None
 
 
@@ -291,16 +305,19 @@ def _weight_tensor(graph: Graph, spec: LayerSpec, layer: onnx.NodeProto, operand
         ) from e
     chain = [n for n in path if n.op_type in LAYOUT_OPS]
 
-    def layout(a: np.ndarray) -> np.ndarray:
+    def as_operand(a: np.ndarray) -> np.ndarray:
         for node in chain:
             a = LAYOUT_OPS[node.op_type](graph, node, a)
+        return a
+
+    def neuron_major(a: np.ndarray) -> np.ndarray:
         return _to_neuron_major(spec, layer, operand == 0, a)
 
     try:
-        d = layout(q.levels(w))
+        d = neuron_major(as_operand(q.levels(w)))
     except (ValueError, IndexError) as e:
         raise UnsupportedModelError(f"{graph.name(layer)}: cannot lay out its weight: {e}") from e
-    return WeightTensor(d, source, w, q, tuple(path), layout)
+    return WeightTensor(d, source, w, q, tuple(path), as_operand, neuron_major, operand)
 
 
 def _is_zero_padded(node: onnx.NodeProto) -> bool:

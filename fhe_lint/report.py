@@ -6,7 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fhe_lint.advice import bit_advice
 from fhe_lint.analysis import LayerAnalysis
+from fhe_lint.bounds import int_bits
+from fhe_lint.quantizers import IntRange
 from fhe_lint.diagnostics import Diagnostic, Severity
 from fhe_lint.linter import LintResult
 from fhe_lint.settings import Settings
@@ -20,6 +23,8 @@ class FixSummary:
     refused: str | None = None
     written: str | None = None
     bits_before: dict[str, tuple[int, ...]] | None = None  # per-neuron bits of the unfixed model
+    agreement: float | None = None  # with calibration data: predictions unchanged by the fix
+    max_abs_change: float | None = None
 
 
 @dataclass(frozen=True)
@@ -37,10 +42,14 @@ class FileReport:
     neuron_bits: dict[str, tuple[int, ...]] = field(default_factory=dict)  # for plots, not in JSON
 
     @classmethod
-    def of(cls, result: LintResult, fix: FixSummary | None = None) -> FileReport:
+    def of(cls, result: LintResult, fix: FixSummary | None = None,
+           observed: dict[str, IntRange] | None = None) -> FileReport:
         s = result.analysis.settings
-        return cls(result.path, s, tuple(layer_json(la) for la in result.analysis.layers), result.diagnostics,
-                   fix=fix, suppressed=result.suppressed, neuron_bits=neuron_bits(result))
+        failing = {d.node for d in result.diagnostics if d.code in ("FHE001", "FHE003")}
+        layers = tuple(layer_json(la, (observed or {}).get(la.name), la.name in failing, s.n_max)
+                       for la in result.analysis.layers)
+        return cls(result.path, s, layers, result.diagnostics, fix=fix, suppressed=result.suppressed,
+                   neuron_bits=neuron_bits(result))
 
     def count(self, severity: Severity) -> int:
         return sum(d.severity is severity for d in self.diagnostics)
@@ -54,9 +63,18 @@ def neuron_bits(result: LintResult) -> dict[str, tuple[int, ...]]:
     return {la.name: tuple(int(b) for b in la.bounds.bits) for la in result.analysis.layers if la.bounds is not None}
 
 
-def layer_json(la: LayerAnalysis) -> dict[str, Any]:
+def layer_json(la: LayerAnalysis, observed: IntRange | None = None, advise: bool = False,
+               n_max: int = 16) -> dict[str, Any]:
     layer, b = la.layer, la.bounds
     w, x = layer.weight, layer.input
+    extra: dict[str, Any] = {}
+    if observed is not None:
+        extra["observed_range"] = [observed.lo, observed.hi]
+        extra["observed_bits"] = int_bits(observed.lo, observed.hi)
+    if advise and b is not None and w is not None:
+        a = bit_advice(la, n_max)
+        extra["advice"] = {"max_weight_bits": a.max_weight_bits, "max_input_bits": a.max_input_bits,
+                           "text": a.text(w.bits, x.bits)}
     return {
         "node": la.name,
         "op": layer.op,
@@ -70,6 +88,7 @@ def layer_json(la: LayerAnalysis) -> dict[str, Any]:
         "accumulator_range": [b.range.lo, b.range.hi] if b is not None else None,
         "accumulator_bits": int(b.bits.max(initial=1)) if b is not None else None,
         **({"runtime_accumulator_range": [b.runtime.lo, b.runtime.hi]} if b is not None and b.runtime else {}),
+        **extra,
     }
 
 

@@ -15,22 +15,31 @@ from fhe_lint.settings import Settings
 
 
 def run_file(path: Path, settings: Settings, fix: bool = False, output: Path | None = None) -> FileReport:
+    from fhe_lint.calibration import observed_ranges
     from fhe_lint.linter import lint_model
     from fhe_lint.model_io import has_external_data, read_model, write_atomic
 
     try:
         model = read_model(path)
         result = lint_model(model, path, settings)
+        data = None
+        if settings.calibration is not None:
+            from fhe_lint.execute import load_data
+
+            data = load_data(settings.calibration)
         if not fix:
-            return FileReport.of(result)
+            return FileReport.of(result, observed=observed_ranges(result.analysis, data) if data is not None else None)
         from fhe_lint.fix import fix_model
 
         if has_external_data(model):
             raise FheLintError(f"{path}: --fix does not rewrite models with external data yet")
-        outcome = fix_model(model, result)
+        outcome = fix_model(model, result, data)
         before = neuron_bits(result)
+        observed = observed_ranges(outcome.result.analysis, data) if data is not None else None
+        impact = {"agreement": outcome.agreement, "max_abs_change": outcome.max_abs_change}
         if outcome.refused:
-            return FileReport.of(outcome.result, FixSummary(outcome.pruned, outcome.refused, bits_before=before))
+            return FileReport.of(outcome.result, FixSummary(outcome.pruned, outcome.refused, bits_before=before,
+                                                            **impact), observed)
         target: Path | None = output or path
         if outcome.model is not None:
             write_atomic(target, outcome.model.SerializeToString())
@@ -38,7 +47,8 @@ def run_file(path: Path, settings: Settings, fix: bool = False, output: Path | N
             write_atomic(output, path.read_bytes())  # a clean model is copied byte for byte
         else:
             target = None
-        return FileReport.of(outcome.result, FixSummary(outcome.pruned, None, str(target) if target else None, before))
+        return FileReport.of(outcome.result, FixSummary(outcome.pruned, None, str(target) if target else None, before,
+                                                        **impact), observed)
     except FheLintError as e:
         message = str(e)
         return FileReport(path, settings, error=message if message.startswith(str(path)) else f"{path}: {message}")

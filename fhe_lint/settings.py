@@ -17,6 +17,9 @@ class Settings:
     weight_bits: int | None = None  # float models: assume Concrete ML's post-training quantization
     input_bits: int | None = None
     node_ignores: tuple[tuple[str, frozenset[str]], ...] = ()  # (node-name glob, codes or {"ALL"})
+    calibration: str | None = None  # .npy/.npz of model inputs: observed ranges, fix impact
+    fix_order: str = "l1"  # l1: smallest |w| first; activation: smallest |w| * mean|x| first
+    max_agreement_drop: float | None = None  # percent of changed predictions a fix may cause
     source: str | None = None  # the config file these settings came from, if any
 
     def ignored(self, code: str, node: str | None) -> bool:

@@ -14,7 +14,8 @@ def _file_json(r: FileReport) -> dict[str, Any]:
     if r.error is not None:
         out["error"] = r.error
     if r.fix is not None:
-        out["fix"] = {"pruned": r.fix.pruned, "written": r.fix.written, "refused": r.fix.refused}
+        out["fix"] = {"pruned": r.fix.pruned, "written": r.fix.written, "refused": r.fix.refused,
+                      "agreement": r.fix.agreement, "max_abs_change": r.fix.max_abs_change}
     return out
 
 

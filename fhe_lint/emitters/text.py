@@ -8,7 +8,9 @@ from fhe_lint.report import FileReport, location, summary
 
 
 def diagnostic_lines(r: FileReport) -> list[str]:
-    return [f"{location(r.path, d)}: {d.code} {d.message}" for d in r.diagnostics]
+    lines = [f"{location(r.path, d)}: {d.code} {d.message}" for d in r.diagnostics]
+    return lines + [f"{r.path}:{layer['node']}: advice: {layer['advice']['text']}" for layer in r.layers
+                    if "advice" in layer and (r.fix is None or r.fix.refused)]
 
 
 def fix_lines(r: FileReport) -> list[str]:
@@ -21,7 +23,10 @@ def fix_lines(r: FileReport) -> list[str]:
         target = f", copied unchanged to {f.written}" if f.written and f.written != str(r.path) else ""
         return [f"{r.path}: nothing to fix{target}"]
     detail = ", ".join(f"{node}: {n}" for node, n in f.pruned.items())
-    return [f"{r.path}: fixed, pruned {sum(f.pruned.values())} weights ({detail}); wrote {f.written}"]
+    cost = "" if f.agreement is None else (
+        f"; on the calibration data {100 * f.agreement:.2f} % of predictions unchanged, "
+        f"max output change {f.max_abs_change:.4g}")
+    return [f"{r.path}: fixed, pruned {sum(f.pruned.values())} weights ({detail}){cost}; wrote {f.written}"]
 
 
 def layer_table(r: FileReport) -> str:
@@ -36,6 +41,11 @@ def layer_table(r: FileReport) -> str:
             bits, None if bits is None else n_max - bits,
         ])
     headers = ["node", "op", "neurons", "fan-in", "bits w/in", "Ω", "max nz", "range", "acc bits", "headroom"]
+    if any("observed_range" in j for j in r.layers):
+        headers += ["observed", "obs bits", "obs headroom"]
+        for row, j in zip(rows, r.layers):
+            o = j.get("observed_range")
+            row += [f"[{o[0]}, {o[1]}]", j["observed_bits"], n_max - j["observed_bits"]] if o else [None] * 3
     return f"{r.path}\n" + tabulate(rows, headers=headers, missingval="-")
 
 

@@ -1,0 +1,56 @@
+"""Run a model in numpy (onnx's reference evaluator) with QONNX quantizers, for calibration data
+and for measuring what a fix changes. Only used when the user gives data: linting never runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from fhe_lint.errors import FheLintError
+from fhe_lint.quantizers import QONNX_DOMAINS, _ROUNDING, integer_range
+
+
+def _quant_ops() -> list[type]:
+    from onnx.reference.op_run import OpRun
+
+    def quant(self, x, scale, zero_point, bit_width, signed=1, narrow=0, rounding_mode="ROUND"):
+        grid = integer_range(int(bit_width), bool(signed), bool(narrow))
+        mode = rounding_mode.decode() if isinstance(rounding_mode, bytes) else rounding_mode
+        y = _ROUNDING[mode.upper()](x.astype(np.float64) / scale + zero_point)
+        return ((np.clip(y, grid.lo, grid.hi) - zero_point) * scale).astype(x.dtype),
+
+    def bipolar(self, x, scale):
+        return (np.where(x >= 0, 1.0, -1.0) * scale).astype(x.dtype),
+
+    # the evaluator finds an implementation by class name (the op type) and op_domain
+    return [type(op, (OpRun,), {"op_domain": domain, "_run": fn})
+            for domain in sorted(QONNX_DOMAINS) for op, fn in (("Quant", quant), ("BipolarQuant", bipolar))]
+
+
+def evaluate(model: onnx.ModelProto, data: np.ndarray, names: list[str]) -> list[np.ndarray]:
+    """Values of the tensors ``names`` when the model's first input is ``data`` (a batch)."""
+    from onnx.reference import ReferenceEvaluator
+
+    inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    try:
+        evaluator = ReferenceEvaluator(model, new_ops=_quant_ops())
+        elem = onnx.helper.tensor_dtype_to_np_dtype(inputs[0].type.tensor_type.elem_type)
+        return evaluator.run(names, {inputs[0].name: data.astype(elem)})
+    except Exception as e:  # noqa: BLE001 - any failure of the reference run is a data/model mismatch
+        raise FheLintError(f"cannot run the model on the calibration data ({type(e).__name__}: {e})") from e
+
+
+def load_data(path) -> np.ndarray:
+    """A .npy array, or the first (or ``x``/``inputs``) array of a .npz, batch first."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise FheLintError(f"{path}: cannot read calibration data: {e}") from e
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        keys = list(loaded.keys())
+        if not keys:
+            raise FheLintError(f"{path}: empty .npz")
+        loaded = loaded[next((k for k in ("x", "inputs", "X") if k in keys), keys[0])]
+    if loaded.ndim == 0 or not np.issubdtype(loaded.dtype, np.number):
+        raise FheLintError(f"{path}: calibration data must be a numeric array with a batch axis")
+    return loaded

@@ -97,6 +97,10 @@ _FORMATS = ["text", "json", "sarif", "github", "junit"]
                    "calibration data (activation).")
 @click.option("--max-agreement-drop", type=click.FloatRange(0, 100), metavar="PERCENT",
               help="With --fix --calibration: refuse a fix that changes more than PERCENT of predictions.")
+@click.option("--confirm", type=click.Choice(["layers", "network"]), is_flag=False, flag_value="layers",
+              default=None, help="Compile with Concrete to prove the verdict: each layer's multi-sum "
+                                 "(--confirm, needs fhe-lint[concrete]) or the whole model with Concrete ML "
+                                 "(--confirm=network, needs concrete-ml).")
 @click.option("-j", "--jobs", type=click.IntRange(1, 256), default=1, show_default=True,
               help="Lint this many files in parallel processes.")
 @click.option("--plot", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",

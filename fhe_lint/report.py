@@ -40,16 +40,21 @@ class FileReport:
     fix: FixSummary | None = None
     suppressed: int = 0
     neuron_bits: dict[str, tuple[int, ...]] = field(default_factory=dict)  # for plots, not in JSON
+    confirm_network: dict[str, Any] | None = None  # {compiles, max_bitwidth, error}
 
     @classmethod
-    def of(cls, result: LintResult, fix: FixSummary | None = None,
-           observed: dict[str, IntRange] | None = None) -> FileReport:
+    def of(cls, result: LintResult, fix: FixSummary | None = None, observed: dict[str, IntRange] | None = None,
+           confirmed: dict[str, int] | None = None, network: dict[str, Any] | None = None) -> FileReport:
         s = result.analysis.settings
         failing = {d.node for d in result.diagnostics if d.code in ("FHE001", "FHE003")}
-        layers = tuple(layer_json(la, (observed or {}).get(la.name), la.name in failing, s.n_max)
-                       for la in result.analysis.layers)
-        return cls(result.path, s, layers, result.diagnostics, fix=fix, suppressed=result.suppressed,
-                   neuron_bits=neuron_bits(result))
+        layers = []
+        for la in result.analysis.layers:
+            j = layer_json(la, (observed or {}).get(la.name), la.name in failing, s.n_max)
+            if confirmed is not None:
+                j["confirmed_bits"] = confirmed.get(la.name)
+            layers.append(j)
+        return cls(result.path, s, tuple(layers), result.diagnostics, fix=fix, suppressed=result.suppressed,
+                   neuron_bits=neuron_bits(result), confirm_network=network)
 
     def count(self, severity: Severity) -> int:
         return sum(d.severity is severity for d in self.diagnostics)

@@ -28,7 +28,8 @@ def run_file(path: Path, settings: Settings, fix: bool = False, output: Path | N
 
             data = load_data(settings.calibration)
         if not fix:
-            return FileReport.of(result, observed=observed_ranges(result.analysis, data) if data is not None else None)
+            return FileReport.of(result, observed=observed_ranges(result.analysis, data) if data is not None else None,
+                                 **_confirmations(model, result, data))
         from fhe_lint.fix import fix_model
 
         if has_external_data(model):
@@ -39,7 +40,7 @@ def run_file(path: Path, settings: Settings, fix: bool = False, output: Path | N
         impact = {"agreement": outcome.agreement, "max_abs_change": outcome.max_abs_change}
         if outcome.refused:
             return FileReport.of(outcome.result, FixSummary(outcome.pruned, outcome.refused, bits_before=before,
-                                                            **impact), observed)
+                                                            **impact), observed, **_confirmations(model, result, data))
         target: Path | None = output or path
         if outcome.model is not None:
             write_atomic(target, outcome.model.SerializeToString())
@@ -47,8 +48,9 @@ def run_file(path: Path, settings: Settings, fix: bool = False, output: Path | N
             write_atomic(output, path.read_bytes())  # a clean model is copied byte for byte
         else:
             target = None
+        final = outcome.model if outcome.model is not None else model
         return FileReport.of(outcome.result, FixSummary(outcome.pruned, None, str(target) if target else None, before,
-                                                        **impact), observed)
+                                                        **impact), observed, **_confirmations(final, outcome.result, data))
     except FheLintError as e:
         message = str(e)
         return FileReport(path, settings, error=message if message.startswith(str(path)) else f"{path}: {message}")
@@ -56,6 +58,19 @@ def run_file(path: Path, settings: Settings, fix: bool = False, output: Path | N
         return FileReport(path, settings, error=f"{path}: out of memory while analysing the model")
     except Exception as e:  # noqa: BLE001 - a linter must report, not crash, on any model
         return FileReport(path, settings, error=f"{path}: cannot analyse this model ({type(e).__name__}: {e})")
+
+
+def _confirmations(model, result, data) -> dict:
+    """With --confirm: Concrete's own bit-widths per layer, or Concrete ML's verdict on the model."""
+    mode = result.analysis.settings.confirm
+    if mode is None:
+        return {}
+    from fhe_lint import confirm
+
+    if mode == "network":
+        n = confirm.confirm_network(model, result.analysis, data)
+        return {"network": {"compiles": n.compiles, "max_bitwidth": n.max_bitwidth, "error": n.error}}
+    return {"confirmed": confirm.confirm_layers(result.analysis)}
 
 
 def _run_args(args: tuple[Path, Settings, bool, Path | None]) -> FileReport:

@@ -20,6 +20,7 @@ class Settings:
     calibration: str | None = None  # .npy/.npz of model inputs: observed ranges, fix impact
     fix_order: str = "l1"  # l1: smallest |w| first; activation: smallest |w| * mean|x| first
     max_agreement_drop: float | None = None  # percent of changed predictions a fix may cause
+    confirm: str | None = None  # "layers": Concrete compiles each multi-sum; "network": Concrete ML the model
     source: str | None = None  # the config file these settings came from, if any
 
     def ignored(self, code: str, node: str | None) -> bool:

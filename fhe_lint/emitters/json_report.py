@@ -13,6 +13,8 @@ def _file_json(r: FileReport) -> dict[str, Any]:
                            "layers": list(r.layers), "diagnostics": [diagnostic_json(d) for d in r.diagnostics]}
     if r.error is not None:
         out["error"] = r.error
+    if r.confirm_network is not None:
+        out["confirm_network"] = r.confirm_network
     if r.fix is not None:
         out["fix"] = {"pruned": r.fix.pruned, "written": r.fix.written, "refused": r.fix.refused,
                       "agreement": r.fix.agreement, "max_abs_change": r.fix.max_abs_change}

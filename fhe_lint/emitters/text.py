@@ -9,6 +9,13 @@ from fhe_lint.report import FileReport, location, summary
 
 def diagnostic_lines(r: FileReport) -> list[str]:
     lines = [f"{location(r.path, d)}: {d.code} {d.message}" for d in r.diagnostics]
+    lines += [f"{r.path}:{layer['node']}: confirm: Concrete reports {layer['confirmed_bits']} bits, the static "
+              f"bound {layer['accumulator_bits']}" for layer in r.layers
+              if layer.get("confirmed_bits") is not None and layer["confirmed_bits"] != layer["accumulator_bits"]]
+    if r.confirm_network is not None:
+        n = r.confirm_network
+        lines.append(f"{r.path}: Concrete ML compiles the model, max bit-width {n['max_bitwidth']}" if n["compiles"]
+                     else f"{r.path}: Concrete ML cannot compile the model: {n['error']}")
     return lines + [f"{r.path}:{layer['node']}: advice: {layer['advice']['text']}" for layer in r.layers
                     if "advice" in layer and (r.fix is None or r.fix.refused)]
 
@@ -41,6 +48,10 @@ def layer_table(r: FileReport) -> str:
             bits, None if bits is None else n_max - bits,
         ])
     headers = ["node", "op", "neurons", "fan-in", "bits w/in", "Ω", "max nz", "range", "acc bits", "headroom"]
+    if any("confirmed_bits" in j for j in r.layers):
+        headers.append("confirmed")
+        for row, j in zip(rows, r.layers):
+            row.append(j.get("confirmed_bits"))
     if any("observed_range" in j for j in r.layers):
         headers += ["observed", "obs bits", "obs headroom"]
         for row, j in zip(rows, r.layers):

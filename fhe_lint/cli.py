@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import click
 
 from fhe_lint import __version__
+from fhe_lint.emitters import FORMATS
 from fhe_lint.errors import FheLintError
 from fhe_lint.settings import Settings
 
@@ -58,7 +59,6 @@ def main() -> None:
     """
 
 
-_FORMATS = ["text", "json", "sarif", "github", "junit"]
 
 
 @main.command()
@@ -72,7 +72,7 @@ _FORMATS = ["text", "json", "sarif", "github", "junit"]
               help="Only these rule codes (comma-separated, repeatable).")
 @click.option("--ignore", multiple=True, callback=_codes, metavar="CODES",
               help="Skip these rule codes (comma-separated, repeatable).")
-@click.option("--format", "fmt", type=click.Choice(_FORMATS), default="text", show_default=True,
+@click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="text", show_default=True,
               help="text for people; json (versioned report), sarif (code scanning), github "
                    "(workflow annotations), junit (CI dashboards).")
 @click.option("--output-file", type=click.Path(path_type=Path, dir_okay=False),
@@ -118,7 +118,7 @@ def check(ctx: click.Context, files: tuple[Path, ...], fmt: str, output_file: Pa
     model; flags given here override them.
     """
     from fhe_lint import config
-    from fhe_lint.emitters import EMITTERS
+    from fhe_lint.emitters import emitter
     from fhe_lint.runner import run_files
 
     if output is not None and not fix:
@@ -150,7 +150,7 @@ def check(ctx: click.Context, files: tuple[Path, ...], fmt: str, output_file: Pa
         except FheLintError as e:
             click.echo(f"fhe-lint: error: {e}", err=True)
             sys.exit(EXIT_ERROR)
-    text = EMITTERS[fmt](reports, layers=layers, quiet=quiet)
+    text = emitter(fmt)(reports, layers=layers, quiet=quiet)
     if output_file is not None:
         from fhe_lint.model_io import write_atomic
 

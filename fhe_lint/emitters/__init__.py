@@ -1,18 +1,22 @@
 """Output formats behind one interface: ``emit(reports, **options) -> str``.
 
-Emitters only format; they neither decide exit codes nor touch models.
+Emitters only format; they neither decide exit codes nor touch models. Each is imported only
+when chosen, to keep a pre-commit run's start-up small.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
-from fhe_lint.emitters import github, json_report, junit, sarif, text
-
-EMITTERS: dict[str, Callable[..., str]] = {
-    "text": text.emit,
-    "json": json_report.emit,
-    "sarif": sarif.emit,
-    "github": github.emit,
-    "junit": junit.emit,
+FORMATS: dict[str, str] = {
+    "text": "text",
+    "json": "json_report",
+    "sarif": "sarif",
+    "github": "github",
+    "junit": "junit",
 }
+
+
+def emitter(name: str) -> Callable[..., str]:
+    return importlib.import_module(f"fhe_lint.emitters.{FORMATS[name]}").emit

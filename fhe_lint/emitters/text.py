@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from tabulate import tabulate
-
 from fhe_lint.report import FileReport, location, summary
 
 
@@ -37,6 +35,8 @@ def fix_lines(r: FileReport) -> list[str]:
 
 
 def layer_table(r: FileReport) -> str:
+    from tabulate import tabulate
+
     rows = []
     n_max = r.settings.n_max
     for j in r.layers:

@@ -1,0 +1,121 @@
+"""fhe-lint benchmark: every figure a ratio measured in the same run, on this machine.
+
+    python bench/run.py                 # builds the synthetic models (bench/make_models.py) first
+
+1. lint time / (onnx.load + numpy conversion of every initializer)   target <= 1.2
+2. --fix time / lint time                                              target <= 2
+3. peak RSS / total weight bytes                                       target <= 1.5
+4. wall time of `fhe-lint tiny.onnx` and of `fhe-lint --version`       target <= 0.3 s
+5. Concrete ML compile time / fhe-lint time on the same fixture         target >= 100
+   (measured with --concrete-python, a Python that has concrete-ml; else Concrete ML's own
+   recorded compile time from the fixtures' truth.json, marked as recorded)
+Each figure is the median of --repeat runs, each in a fresh process (start-up included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+from tabulate import tabulate
+
+HERE = Path(__file__).resolve().parent
+FIXTURES = HERE.parent / "tests" / "fixtures" / "brevitas"
+
+# A child that runs one command and prints its wall time and its own peak RSS.
+_MEASURE = textwrap.dedent("""
+    import resource, subprocess, sys, time
+    t = time.perf_counter()
+    p = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024, p.returncode)
+""")
+_BASELINE = ("import sys, onnx; from onnx import numpy_helper; m = onnx.load(sys.argv[1]); "
+             "arrays = [numpy_helper.to_array(t) for t in m.graph.initializer]")
+
+
+def measure(cmd: list[str], repeat: int) -> tuple[float, int]:
+    """Median wall seconds and max peak RSS bytes of ``cmd`` over ``repeat`` fresh processes."""
+    runs = []
+    for _ in range(repeat):
+        out = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], capture_output=True, text=True, check=True)
+        seconds, rss, _ = out.stdout.split()
+        runs.append((float(seconds), int(rss)))
+    return statistics.median(s for s, _ in runs), max(r for _, r in runs)
+
+
+def weight_bytes(path: Path) -> int:
+    import numpy as np
+    import onnx
+
+    m = onnx.load(path, load_external_data=False)
+    return sum(int(np.prod(t.dims)) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+               for t in m.graph.initializer if t.name.endswith(".weight"))
+
+
+def lint_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "fhe_lint", *args]
+
+
+def concrete_seconds(concrete_python: str | None, name: str) -> tuple[float, str]:
+    if concrete_python:
+        code = textwrap.dedent(f"""
+            import time, numpy as np, onnx
+            from concrete.ml.torch.compile import compile_onnx_model
+            m = onnx.load({str(FIXTURES / f'{name}.onnx')!r}); x = np.load({str(FIXTURES / f'{name}.calib.npy')!r})
+            t = time.perf_counter(); compile_onnx_model(m, x, import_qat=True); print(time.perf_counter() - t)
+        """)
+        out = subprocess.run([concrete_python, "-c", code], capture_output=True, text=True)
+        if out.returncode == 0:
+            return float(out.stdout.strip().splitlines()[-1]), "measured"
+    truth = json.loads((FIXTURES / "truth.json").read_text())
+    return float(truth[name]["calibration"]["seconds"]), "recorded in truth.json"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=Path, help="where to build the models (default: a temp dir)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--concrete-python", help="a Python interpreter with concrete-ml installed")
+    args = parser.parse_args()
+    out = args.models or Path(tempfile.mkdtemp(prefix="fhe-lint-bench-"))
+    subprocess.run([sys.executable, str(HERE / "make_models.py"), str(out)], check=True, stdout=subprocess.DEVNULL)
+
+    rows = []
+    for name in ("mlp_25m.onnx", "cnn_10m.onnx", "mlp_ext.onnx"):
+        model = out / name
+        base_t, base_rss = measure([sys.executable, "-c", _BASELINE, str(model)], args.repeat)
+        lint_t, lint_rss = measure(lint_cmd(str(model), "--quiet", "--select", "FHE001"), args.repeat)
+        fix_t, fix_rss = measure(lint_cmd(str(model), "--quiet", "--select", "FHE001", "--fix", "-o",
+                                          str(out / f"fixed_{name}"), "--max-prune", "100"), args.repeat)
+        wb = weight_bytes(model)
+        rows += [
+            [name, "lint / load+convert", f"{lint_t:.2f} s / {base_t:.2f} s", f"{lint_t / base_t:.2f}", "<= 1.2"],
+            [name, "fix / lint", f"{fix_t:.2f} s / {lint_t:.2f} s", f"{fix_t / lint_t:.2f}", "<= 2"],
+            [name, "peak RSS / weight bytes (lint)", f"{lint_rss / 2**20:.0f} MiB / {wb / 2**20:.0f} MiB",
+             f"{lint_rss / wb:.2f}", "<= 1.5"],
+            [name, "peak RSS / weight bytes (load+convert)", f"{base_rss / 2**20:.0f} MiB / {wb / 2**20:.0f} MiB",
+             f"{base_rss / wb:.2f}", "(reference)"],
+        ]
+    tiny_t, _ = measure(lint_cmd(str(FIXTURES / "mlp_w2a2.onnx"), "--quiet"), args.repeat * 3)
+    version_t, _ = measure(lint_cmd("--version"), args.repeat * 3)
+    rows += [["mlp_w2a2.onnx", "wall time, process start to exit", f"{tiny_t:.3f} s", "", "<= 0.3 s"],
+             ["--version", "wall time, process start to exit", f"{version_t:.3f} s", "", "<= 0.3 s"]]
+    for fixture in ("cnn_w6a6_overflow", "mlp_w6a6_unsigned_in"):
+        verdict_t, _ = measure(lint_cmd(str(FIXTURES / f"{fixture}.onnx"), "--quiet"), args.repeat * 3)
+        compile_t, how = concrete_seconds(args.concrete_python, fixture)
+        rows.append([f"{fixture}.onnx", f"Concrete ML compile ({how}) / fhe-lint",
+                     f"{compile_t:.1f} s / {verdict_t:.3f} s", f"{compile_t / verdict_t:.0f}x", ">= 100x"])
+    print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, Python {platform.python_version()}, "
+          f"{__import__('os').cpu_count()} cores")
+    print(tabulate(rows, headers=["model", "figure", "measured", "ratio", "target"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -30,21 +30,45 @@ class BitAdvice:
         return "fits without pruning at " + " or ".join(parts)
 
 
-def _fits(d: np.ndarray, lo: int, hi: int, n_max: int) -> bool:
-    a, b = bounds.accumulator_interval(d, lo, hi)
-    return bool(a.size == 0 or bounds.int_bits(int(np.min(a)), int(np.max(b))) <= n_max)
+def _fits(pos: np.ndarray, neg: np.ndarray, lo: int, hi: int, n_max: int) -> bool:
+    """Whether the layer whose neurons' positive and negative tap sums are ``pos``/``neg`` fits."""
+    if pos.size == 0:
+        return True
+    a, b = lo * pos + hi * neg, hi * pos + lo * neg
+    return bounds.int_bits(int(np.min(a)), int(np.max(b))) <= n_max
+
+
+def _value_counts(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Tap values and, per neuron, how often each occurs: requantizing to fewer bits maps values
+    to values, so a layer's sums at any bit-width follow from this small table."""
+    lo, hi = int(d.min(initial=0)), int(d.max(initial=0))
+    dense = hi - lo < 4096  # narrow weights: index by value, no search
+    values = np.arange(lo, hi + 1) if dense else np.unique(d)
+    counts = np.zeros((d.shape[0], values.size), dtype=np.int64)
+    step = max(1, (1 << 20) // max(d.shape[1], 1))
+    for i in range(0, d.shape[0], step):
+        block = d[i:i + step].astype(np.int64) - lo if dense else np.searchsorted(values, d[i:i + step])
+        block += np.arange(block.shape[0])[:, None] * values.size
+        counts[i:i + step] = np.bincount(block.ravel(), minlength=block.shape[0] * values.size).reshape(-1, values.size)
+    return values.astype(np.int64), counts
 
 
 def bit_advice(la: LayerAnalysis, n_max: int) -> BitAdvice:
     weight, x = la.layer.weight, tap_range(la.layer)
     wb, ib = weight.bits, la.layer.input.bits
-    d = weight.d.astype(np.int64)
-    peak = int(np.abs(d).max(initial=0))
+    values, counts = _value_counts(weight.d)
+    peak = max(int(np.abs(values).max(initial=0)), 1)
+
+    def sums(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return counts @ np.maximum(v, 0), counts @ np.minimum(v, 0)
+
     best_w = next((b for b in range(wb - 1, 1, -1)
-                   if _fits(np.round(d * ((2 ** (b - 1) - 1) / max(peak, 1))).astype(np.int64), x.lo, x.hi, n_max)),
+                   if _fits(*sums(np.round(values * ((2 ** (b - 1) - 1) / peak)).astype(np.int64)), x.lo, x.hi, n_max)),
                   None)
+    pos, neg = sums(values)
     signed = x.lo < 0
     best_i = next((b for b in range(ib - 1, 0, -1)
-                   if _fits(d, -(2 ** (b - 1)) if signed else 0, 2 ** (b - 1) - 1 if signed else 2**b - 1, n_max)),
+                   if _fits(pos, neg, -(2 ** (b - 1)) if signed else 0, 2 ** (b - 1) - 1 if signed else 2**b - 1,
+                            n_max)),
                   None)
     return BitAdvice(best_w, best_i)

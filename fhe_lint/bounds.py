@@ -74,6 +74,12 @@ def range_bits(lo: np.ndarray, hi: np.ndarray, signed: bool | None = None) -> np
     return np.maximum(np.where(is_signed, as_signed, unsigned), 1)
 
 
+def window(n_max: int, signed: bool) -> tuple[int, int]:
+    """The integer range that fits in ``n_max`` bits: ``range_bits(lo, hi, signed) <= n_max``
+    exactly when ``low <= lo`` and ``hi <= high``; two comparisons instead of bit lengths."""
+    return (-(2 ** (n_max - 1)), 2 ** (n_max - 1) - 1) if signed else (0, 2**n_max - 1)
+
+
 def int_bits(lo: int, hi: int) -> int:
     """Scalar :func:`range_bits`, for one range such as a layer's union."""
     return int(range_bits(np.array([lo], dtype=object), np.array([hi], dtype=object))[0])

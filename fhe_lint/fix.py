@@ -61,7 +61,7 @@ def plan_layer(la: LayerAnalysis, n_max: int, nonzero_limit: int | None,
         return None
     d = weight.d[rows]
     importance = weight.magnitude()[rows] * (1.0 if activity is None else activity[rows])
-    order = np.argsort(np.where(d == 0, -1.0, importance), axis=1, kind="stable")
+    order = np.argsort(np.where(d == 0, -1.0, importance), axis=1)  # quicksort: deterministic, 3x a stable sort
     sorted_d = np.take_along_axis(d, order, axis=1)
     x = tap_range(la.layer)
     t_lo, t_hi = bounds.term_extremes(sorted_d, x.lo, x.hi)
@@ -72,7 +72,8 @@ def plan_layer(la: LayerAnalysis, n_max: int, nonzero_limit: int | None,
 
     rem_lo = remaining(t_lo, la.bounds.lo[rows])
     rem_hi = remaining(t_hi, la.bounds.hi[rows])
-    fits = bounds.range_bits(rem_lo, rem_hi, signed=la.bounds.signed) <= n_max
+    low, high = bounds.window(n_max, la.bounds.signed)
+    fits = (rem_lo >= low) & (rem_hi <= high)
     if nonzero_limit is not None:
         fits &= remaining((sorted_d != 0).astype(np.int64), la.bounds.nonzero[rows]) <= nonzero_limit
     cut = np.argmax(fits, axis=1)  # fits[:, -1] is True: nothing left fits anything
@@ -90,7 +91,7 @@ def plan(analysis: ModelAnalysis, fix_budget: bool, activity: dict[str, np.ndarr
         if la.bounds is None or la.layer.weight is None or la.layer.phases is not None:
             continue  # unknown, weightless, or ConvTranspose with stride (taps split by phase)
         limit = budget(la.bounds.omega, s.multiplier) if fix_budget and la.bounds.omega >= 1 else None
-        n_max = s.n_max if s.enabled("FHE001") else np.iinfo(np.int64).max
+        n_max = s.n_max if s.enabled("FHE001") else 62  # 62: no accumulator can fail it
         p = plan_layer(la, n_max, limit, (activity or {}).get(la.name))
         if p is not None:
             out.append(p)

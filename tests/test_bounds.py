@@ -59,3 +59,14 @@ def test_omega(w, x, expected):
 
 def test_nonzero_counts_taps_off_the_zero_point():
     assert bounds.nonzero_count(np.array([[0, 1, -2], [0, 0, 0]])).tolist() == [2, 0]
+
+
+@pytest.mark.parametrize("signed", [True, False])
+@pytest.mark.parametrize("n_max", [1, 2, 5, 16])
+def test_window_is_the_set_of_ranges_that_fit(n_max, signed):
+    low, high = bounds.window(n_max, signed)
+    span = range(-(2**n_max) - 2, 2**n_max + 3)
+    lo = np.array([a for a in span for b in span if a <= b and (a < 0) <= signed])
+    hi = np.array([b for a in span for b in span if a <= b and (a < 0) <= signed])
+    fits = bounds.range_bits(lo, hi, signed=signed) <= n_max
+    assert (fits == ((lo >= low) & (hi <= high))).all()

@@ -38,34 +38,42 @@ def _fits(pos: np.ndarray, neg: np.ndarray, lo: int, hi: int, n_max: int) -> boo
     return bounds.int_bits(int(np.min(a)), int(np.max(b))) <= n_max
 
 
-def _value_counts(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Tap values and, per neuron, how often each occurs: requantizing to fewer bits maps values
-    to values, so a layer's sums at any bit-width follow from this small table."""
+def _tap_sums(d: np.ndarray):
+    """``sums(scale) -> (pos, neg)``: per neuron, the sums of the positive and negative taps of
+    ``round(d * scale)``. Requantizing maps values to values, so for narrow weights a per-neuron
+    table of value counts answers every scale at once; wide weights are re-summed block by block."""
     lo, hi = int(d.min(initial=0)), int(d.max(initial=0))
-    dense = hi - lo < 4096  # narrow weights: index by value, no search
-    values = np.arange(lo, hi + 1) if dense else np.unique(d)
-    counts = np.zeros((d.shape[0], values.size), dtype=np.int64)
     step = max(1, (1 << 20) // max(d.shape[1], 1))
-    for i in range(0, d.shape[0], step):
-        block = d[i:i + step].astype(np.int64) - lo if dense else np.searchsorted(values, d[i:i + step])
-        block += np.arange(block.shape[0])[:, None] * values.size
-        counts[i:i + step] = np.bincount(block.ravel(), minlength=block.shape[0] * values.size).reshape(-1, values.size)
-    return values.astype(np.int64), counts
+    if hi - lo < 4096:
+        values = np.arange(lo, hi + 1)
+        counts = np.zeros((d.shape[0], values.size), dtype=np.int64)
+        for i in range(0, d.shape[0], step):
+            block = d[i:i + step].astype(np.int64) - lo
+            block += np.arange(block.shape[0])[:, None] * values.size
+            counts[i:i + step] = np.bincount(block.ravel(), minlength=block.shape[0] * values.size).reshape(-1, values.size)
+
+        def from_table(scale: float) -> tuple[np.ndarray, np.ndarray]:
+            v = np.round(values * scale).astype(np.int64)
+            return counts @ np.maximum(v, 0), counts @ np.minimum(v, 0)
+
+        return from_table
+
+    def by_blocks(scale: float) -> tuple[np.ndarray, np.ndarray]:
+        parts = [np.round(d[i:i + step] * scale).astype(np.int64) for i in range(0, d.shape[0], step)]
+        return (np.concatenate([np.maximum(p, 0).sum(axis=1) for p in parts]),
+                np.concatenate([np.minimum(p, 0).sum(axis=1) for p in parts]))
+
+    return by_blocks
 
 
 def bit_advice(la: LayerAnalysis, n_max: int) -> BitAdvice:
     weight, x = la.layer.weight, tap_range(la.layer)
     wb, ib = weight.bits, la.layer.input.bits
-    values, counts = _value_counts(weight.d)
-    peak = max(int(np.abs(values).max(initial=0)), 1)
-
-    def sums(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return counts @ np.maximum(v, 0), counts @ np.minimum(v, 0)
-
+    sums = _tap_sums(weight.d)
+    peak = max(int(np.abs(weight.d).max(initial=0)), 1)
     best_w = next((b for b in range(wb - 1, 1, -1)
-                   if _fits(*sums(np.round(values * ((2 ** (b - 1) - 1) / peak)).astype(np.int64)), x.lo, x.hi, n_max)),
-                  None)
-    pos, neg = sums(values)
+                   if _fits(*sums((2 ** (b - 1) - 1) / peak), x.lo, x.hi, n_max)), None)
+    pos, neg = sums(1.0)
     signed = x.lo < 0
     best_i = next((b for b in range(ib - 1, 0, -1)
                    if _fits(pos, neg, -(2 ** (b - 1)) if signed else 0, 2 ** (b - 1) - 1 if signed else 2**b - 1,

@@ -7,6 +7,8 @@ exact: int64 is used only when the worst case provably fits in it, Python intege
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
 
@@ -88,6 +90,11 @@ def int_bits(lo: int, hi: int) -> int:
 def nonzero_count(d: np.ndarray) -> IntArray:
     """Taps that reach the accumulator: a weight equal to its zero-point adds nothing."""
     return np.count_nonzero(d, axis=-1).astype(np.int64)
+
+
+def nonzero_budget(omega_: int, multiplier: float) -> int:
+    """Non-zero weights a neuron may keep: ``floor(Omega * multiplier)``."""
+    return math.floor(omega_ * multiplier)
 
 
 def omega(n_max: int, weight_bits: int, input_bits: int) -> int:

@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 
 from fhe_lint.errors import FheLintError
-from fhe_lint.quantizers import QONNX_DOMAINS, _ROUNDING, integer_range
+from fhe_lint.quantizers import QONNX_DOMAINS, ROUNDING, integer_range
 
 
 def _quant_ops() -> list[type]:
@@ -16,7 +16,7 @@ def _quant_ops() -> list[type]:
     def quant(self, x, scale, zero_point, bit_width, signed=1, narrow=0, rounding_mode="ROUND"):
         grid = integer_range(int(bit_width), bool(signed), bool(narrow))
         mode = rounding_mode.decode() if isinstance(rounding_mode, bytes) else rounding_mode
-        y = _ROUNDING[mode.upper()](x.astype(np.float64) / scale + zero_point)
+        y = ROUNDING[mode.upper()](x.astype(np.float64) / scale + zero_point)
         return ((np.clip(y, grid.lo, grid.hi) - zero_point) * scale).astype(x.dtype),
 
     def bipolar(self, x, scale):

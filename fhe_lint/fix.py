@@ -20,7 +20,6 @@ from fhe_lint.analysis import LayerAnalysis, ModelAnalysis, tap_range
 from fhe_lint.errors import FixError
 from fhe_lint.graph import Graph
 from fhe_lint.linter import LintResult, lint_model
-from fhe_lint.rules.fhe002_nonzero_budget import budget
 
 
 @dataclass(frozen=True)
@@ -90,7 +89,7 @@ def plan(analysis: ModelAnalysis, fix_budget: bool, activity: dict[str, np.ndarr
     for la in analysis.layers:
         if la.bounds is None or la.layer.weight is None or la.layer.phases is not None:
             continue  # unknown, weightless, or ConvTranspose with stride (taps split by phase)
-        limit = budget(la.bounds.omega, s.multiplier) if fix_budget and la.bounds.omega >= 1 else None
+        limit = bounds.nonzero_budget(la.bounds.omega, s.multiplier) if fix_budget and la.bounds.omega >= 1 else None
         n_max = s.n_max if s.enabled("FHE001") else 62  # 62: no accumulator can fail it
         p = plan_layer(la, n_max, limit, (activity or {}).get(la.name))
         if p is not None:

@@ -90,7 +90,7 @@ class Quantizer:
         if self.rounding == "BIPOLAR":
             y = np.where(y >= 0, 1.0, -1.0)
         else:
-            y = _ROUNDING[self.rounding](y)
+            y = ROUNDING[self.rounding](y)
             np.clip(y, self.range.lo, self.range.hi, out=y)
         if subtract_zero_point:
             np.subtract(y, zp, out=y)
@@ -112,7 +112,7 @@ def _round_half_up(y: np.ndarray) -> np.ndarray:
     return np.floor(y + 0.5)
 
 
-_ROUNDING = {
+ROUNDING = {
     "ROUND": np.round,  # half to even, as qonnx and torch.round
     "HALF_EVEN": np.round,
     "CEIL": np.ceil,
@@ -178,7 +178,7 @@ def parse_quant(graph: Graph, node: onnx.NodeProto, need_params: bool) -> Quanti
     signed, narrow = bool(attr(node, "signed", 1)), bool(attr(node, "narrow", 0))
     rounding = attr(node, "rounding_mode", b"ROUND")
     rounding = rounding.decode() if isinstance(rounding, bytes) else str(rounding)
-    if rounding.upper() not in _ROUNDING:
+    if rounding.upper() not in ROUNDING:
         raise UnsupportedModelError(f"{name}: unsupported rounding_mode {rounding!r}")
     grid = integer_range(bits, signed, narrow)
     if grid.lo > grid.hi:

@@ -25,18 +25,14 @@ unless the weights will change after the check (retraining, fine-tuning).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 
 import numpy as np
 
 from fhe_lint.analysis import ModelAnalysis
+from fhe_lint.bounds import nonzero_budget
 from fhe_lint.diagnostics import Diagnostic, Severity
 from fhe_lint.rule import FixAvailability, Rule
-
-
-def budget(omega: int, multiplier: float) -> int:
-    return math.floor(omega * multiplier)
 
 
 def check(analysis: ModelAnalysis) -> Iterator[Diagnostic]:
@@ -45,7 +41,7 @@ def check(analysis: ModelAnalysis) -> Iterator[Diagnostic]:
         b = la.bounds
         if b is None or b.omega is None or b.omega < 1:  # Omega < 1 is FHE003; pools have no weights
             continue
-        limit = budget(b.omega, multiplier)
+        limit = nonzero_budget(b.omega, multiplier)
         for k in np.flatnonzero(b.nonzero > limit):
             count = int(b.nonzero[k])
             yield RULE.diagnostic(

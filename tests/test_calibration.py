@@ -76,3 +76,15 @@ def test_advice_fits_without_pruning_at_the_advised_bits():
             return bounds.int_bits(int(lo.min()), int(hi.max()))
 
         assert bits_at(a.max_weight_bits) <= 16 < bits_at(a.max_weight_bits + 1)
+
+
+@pytest.mark.parametrize("span", [100, 100_000])  # a value-count table, or blocks for wide weights
+def test_advice_requantized_sums_are_exact(span):
+    from fhe_lint.advice import _tap_sums
+
+    d = np.random.default_rng(0).integers(-span, span, size=(7, 50))
+    for scale in (1.0, 0.37, 0.01):
+        pos, neg = _tap_sums(d)(scale)
+        q = np.round(d * scale)
+        assert pos.tolist() == np.maximum(q, 0).sum(axis=1).tolist()
+        assert neg.tolist() == np.minimum(q, 0).sum(axis=1).tolist()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
+from fhe_lint.bounds import int_bits
 from fhe_lint.errors import UnsupportedModelError
 from fhe_lint.graph import Graph, attr
 from fhe_lint.onnx_quant import int_range, integer_weight, weight_quantizer
@@ -205,22 +206,37 @@ def input_range(graph: Graph, tensor: str) -> tuple[InputRange | None, str | Non
     elif op == "DequantizeLinear":
         grid, bits = int_range(graph, node.input[0], graph.name(node))
         found = InputRange(grid, bits, (graph.name(node),), _scalar_params(graph, node))
-    elif op == "Concat":
+    elif op in ("Concat", "Add"):
         parts = [input_range(graph, t) for t in node.input if t and not graph.is_const(t)]
         unknown = next((why for rng, why in parts if rng is None), None)
-        if unknown or not parts:
-            return None, unknown or f"its input comes from Concat {graph.name(node)!r} of constants"
+        if unknown or not parts or (op == "Add" and len(parts) != 2):
+            return None, unknown or f"its input comes from {op} {graph.name(node)!r} of constants"
         ranges = [rng for rng, _ in parts]
-        total = ranges[0].range
-        for r in ranges[1:]:
-            total = total.union(r.range)
-        found = InputRange(total, max(r.bits for r in ranges), sum((r.quantizers for r in ranges), ()))
+        found = _concat(ranges) if op == "Concat" else _residual_sum(*ranges)
+        if found is None:
+            return None, f"its input comes from Add {graph.name(node)!r} of branches with different scales"
     else:
         return None, f"its input comes from {op} {graph.name(node)!r} with no quantizer after it"
     if padded:
         found = InputRange(found.range.with_zero(), found.bits, found.quantizers, found.scale_zero_point)
     return found, None
 
+
+
+def _concat(ranges: list[InputRange]) -> InputRange:
+    total = ranges[0].range
+    for r in ranges[1:]:
+        total = total.union(r.range)
+    return InputRange(total, max(r.bits for r in ranges), sum((r.quantizers for r in ranges), ()))
+
+
+def _residual_sum(a: InputRange, b: InputRange) -> InputRange | None:
+    """A residual Add of two encrypted branches: with one scale and zero-point 0 on both sides
+    the integers simply add; otherwise the sum has no integer grid fhe-lint can name."""
+    if a.scale_zero_point is None or a.scale_zero_point != b.scale_zero_point or a.scale_zero_point[1] != 0:
+        return None
+    total = IntRange(a.range.lo + b.range.lo, a.range.hi + b.range.hi)
+    return InputRange(total, int_bits(total.lo, total.hi), a.quantizers + b.quantizers, a.scale_zero_point)
 
 
 # --- weights ---

@@ -5,6 +5,7 @@ Kept apart from the CLI so that ``-j N`` can ship plain-data reports between pro
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -70,7 +71,14 @@ def _confirmations(model, result, data) -> dict:
     if mode == "network":
         n = confirm.confirm_network(model, result.analysis, data)
         return {"network": {"compiles": n.compiles, "max_bitwidth": n.max_bitwidth, "error": n.error}}
-    return {"confirmed": confirm.confirm_layers(result.analysis)}
+    progress = None
+    if sys.stderr.isatty():  # compiling is the slow part: say which layer
+        def progress(i: int, n: int, name: str) -> None:
+            print(f"\r\033[Kfhe-lint: confirming {name} ({i}/{n}) with Concrete", end="", file=sys.stderr, flush=True)
+    confirmed = confirm.confirm_layers(result.analysis, progress)
+    if progress is not None:
+        print("\r\033[K", end="", file=sys.stderr, flush=True)
+    return {"confirmed": confirmed}
 
 
 def _run_args(args: tuple[Path, Settings, bool, Path | None]) -> FileReport:

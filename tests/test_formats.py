@@ -260,3 +260,19 @@ def test_int4_qdq_weights_are_read_and_fixed_in_place(tmp_path):
     fixed = {t.name: t.data_type for t in onnx.load(out).graph.initializer}
     assert fixed["w2_quantized"] == TensorProto.INT4
     assert ort.InferenceSession(str(out)).run(None, {"x": np.zeros((1, 1, 3, 3), np.float32)})[0].shape == (1, 3)
+
+
+def test_residual_add_of_two_quantized_branches():
+    rng = np.random.default_rng(5)
+    b = QonnxBuilder()
+    x = b.input([1, 8])
+    left, right = b.quant(x, 0.1, 3, signed=True), b.quant(b.node("Relu", [x]), 0.1, 4, signed=False)
+    summed = b.node("Add", [left, right])  # [-4, 3] + [0, 15] = [-4, 18]
+    _, w = integer_weights(rng, (2, 8), 4)
+    other = b.node("Add", [left, b.quant(x, 0.2, 4, signed=False)])  # another scale: no common grid
+    model = b.build(b.node("Concat", [b.node("Gemm", [summed, b.weight(w, 0.1, 4)], name="res", transB=1),
+                                      b.node("Gemm", [other, b.weight(w, 0.1, 4)], name="mixed", transB=1)], axis=1))
+    layers = {la.name: la for la in analyse(Path("m.onnx"), Graph(model), Settings()).layers}
+    res = layers["res"].layer.input
+    assert (res.range.lo, res.range.hi, res.bits) == (-4, 18, 6)
+    assert layers["mixed"].bounds is None and "different scales" in layers["mixed"].layer.unknown

@@ -45,7 +45,6 @@ SPECS: dict[tuple[str, str], LayerSpec] = {
     ("", "MatMulInteger"): LayerSpec("matmul", (1, 0), {1: 0, 0: 1}, {0: 2, 1: 3}),
     ("", "ConvInteger"): LayerSpec("conv", (1,), {1: 0}, {0: 2, 1: 3}),
 }
-LINEAR_OPS = frozenset(op for _, op in SPECS)
 
 
 @dataclass(frozen=True)

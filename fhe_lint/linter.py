@@ -26,9 +26,6 @@ class LintResult:
     def path(self) -> Path:
         return self.analysis.path
 
-    def count(self, severity: Severity) -> int:
-        return sum(d.severity is severity for d in self.diagnostics)
-
     def fails(self, strict: bool) -> bool:
         return any(d.severity is Severity.ERROR or strict for d in self.diagnostics)
 

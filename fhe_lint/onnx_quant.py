@@ -26,7 +26,6 @@ INT_TYPES: dict[int, tuple[IntRange, int]] = {
     TensorProto.INT4: (IntRange(-8, 7), 4),
     TensorProto.UINT4: (IntRange(0, 15), 4),
 }
-QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 # QOperator ops whose output is an integer tensor typed by their output zero-point input.
 _OUTPUT_ZERO_POINT = {"QLinearConv": 7, "QLinearMatMul": 7, "QGemm": 8, "QLinearAdd": 7, "QLinearMul": 7,
                       "QLinearAveragePool": 4, "QLinearGlobalAveragePool": 4, "QLinearConcat": 1}

@@ -52,10 +52,6 @@ class Quantizer:
             return np.broadcast_to(self.zero_point, shape)
         return np.zeros(shape)
 
-    def quantize(self, x: np.ndarray) -> np.ndarray:
-        """The integers ``q`` this quantizer emits for float ``x`` (int64, exact)."""
-        return self._blocks(x, np.int64, subtract_zero_point=False)
-
     def levels(self, x: np.ndarray) -> np.ndarray:
         """``q - zero_point`` for float ``x``: what a weight adds per unit of input.
 
@@ -67,23 +63,20 @@ class Quantizer:
         lo, hi = self.range.lo - float(zp.max(initial=0)), self.range.hi - float(zp.min(initial=0))
         dtype = next(t for t in (np.int8, np.int16, np.int32, np.int64)
                      if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max)
-        return self._blocks(x, dtype, subtract_zero_point=True)
-
-    def _blocks(self, x: np.ndarray, dtype, subtract_zero_point: bool) -> np.ndarray:
         out = np.empty(x.shape, dtype)
         scale, zp = np.broadcast_to(self.scale, x.shape), np.broadcast_to(self.zero_point, x.shape)
         if x.ndim == 0:
-            out[...] = self._quantize_block(x, scale, zp, subtract_zero_point)
+            out[...] = self._levels_block(x, scale, zp)
             return out
         step = max(1, _BLOCK // max(1, x[0].size))
         for i in range(0, x.shape[0], step):
-            out[i:i + step] = self._quantize_block(x[i:i + step], scale[i:i + step], zp[i:i + step], subtract_zero_point)
+            out[i:i + step] = self._levels_block(x[i:i + step], scale[i:i + step], zp[i:i + step])
         return out
 
-    def _quantize_block(self, x, scale, zp, subtract_zero_point: bool) -> np.ndarray:
+    def _levels_block(self, x, scale, zp) -> np.ndarray:
         y = x.astype(np.float64)  # one temporary, then everything in place
         if self.integer_source:
-            return y - zp if subtract_zero_point else y
+            return y - zp
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             np.divide(y, scale, out=y)
             np.add(y, zp, out=y)
@@ -92,8 +85,7 @@ class Quantizer:
         else:
             y = ROUNDING[self.rounding](y)
             np.clip(y, self.range.lo, self.range.hi, out=y)
-        if subtract_zero_point:
-            np.subtract(y, zp, out=y)
+        np.subtract(y, zp, out=y)
         return y
 
 

@@ -276,3 +276,28 @@ def test_residual_add_of_two_quantized_branches():
     res = layers["res"].layer.input
     assert (res.range.lo, res.range.hi, res.bits) == (-4, 18, 6)
     assert layers["mixed"].bounds is None and "different scales" in layers["mixed"].layer.unknown
+
+
+@pytest.mark.parametrize("dims", [1, 3])
+def test_conv_1d_and_3d(dims):
+    rng = np.random.default_rng(6)
+    q, w = integer_weights(rng, (3, 2) + (2,) * dims, 4, 0.25)
+    b = QonnxBuilder()
+    x = b.quant(b.input([1, 2] + [4] * dims), 0.5, 3, signed=True)
+    model = b.build(b.node("Conv", [x, b.weight(w, 0.25, 4)], kernel_shape=[2] * dims, pads=[1] * (2 * dims)))
+    (la,) = analyse(Path("m.onnx"), Graph(model), Settings()).layers
+    assert (la.layer.neurons, la.layer.fan_in) == (3, 2 * 2**dims)
+    full = q.reshape(3, -1)
+    assert la.bounds.hi.tolist() == np.where(full > 0, full * 3, full * -4).sum(axis=1).tolist()
+    for _ in range(20):
+        xi = rng.integers(-4, 4, size=[1, 2] + [4] * dims)
+        acc = np.round(run(model, xi * 0.5) / (0.5 * 0.25)).astype(np.int64).reshape(3, -1)
+        assert (acc.max(axis=1) <= la.bounds.hi).all() and (acc.min(axis=1) >= la.bounds.lo).all()
+
+
+def test_reduce_sum_is_a_weightless_sum():
+    b = QonnxBuilder()
+    x = b.quant(b.input([1, 3, 5]), 0.1, 4, signed=True)  # [-8, 7]
+    model = b.build(b.node("ReduceSum", [x, b.const_int([2])], keepdims=0))
+    (la,) = analyse(Path("m.onnx"), Graph(model), Settings()).layers
+    assert (la.layer.fan_in, la.bounds.range.lo, la.bounds.range.hi) == (5, -40, 35)

@@ -15,7 +15,7 @@ def _quant_ops() -> list[type]:
 
     def quant(self, x, scale, zero_point, bit_width, signed=1, narrow=0, rounding_mode="ROUND"):
         grid = integer_range(int(bit_width), bool(signed), bool(narrow))
-        mode = rounding_mode.decode() if isinstance(rounding_mode, bytes) else rounding_mode
+        mode = rounding_mode.decode("utf-8", "replace") if isinstance(rounding_mode, bytes) else rounding_mode
         y = ROUNDING[mode.upper()](x.astype(np.float64) / scale + zero_point)
         return ((np.clip(y, grid.lo, grid.hi) - zero_point) * scale).astype(x.dtype),
 

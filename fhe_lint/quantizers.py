@@ -61,8 +61,11 @@ class Quantizer:
         """
         zp = self.zero_point
         lo, hi = self.range.lo - float(zp.max(initial=0)), self.range.hi - float(zp.min(initial=0))
-        dtype = next(t for t in (np.int8, np.int16, np.int32, np.int64)
-                     if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max)
+        dtype = next((t for t in (np.int8, np.int16, np.int32, np.int64)
+                      if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max), None)
+        if dtype is None:
+            raise UnsupportedModelError(f"{self.node}: zero-point {float(zp.max(initial=0)):g} is far outside "
+                                        f"the {self.bits}-bit grid")
         out = np.empty(x.shape, dtype)
         scale, zp = np.broadcast_to(self.scale, x.shape), np.broadcast_to(self.zero_point, x.shape)
         if x.ndim == 0:
@@ -169,7 +172,7 @@ def parse_quant(graph: Graph, node: onnx.NodeProto, need_params: bool) -> Quanti
         raise UnsupportedModelError(f"{name}: bit-width {bits} is outside 1..{MAX_BITS}")
     signed, narrow = bool(attr(node, "signed", 1)), bool(attr(node, "narrow", 0))
     rounding = attr(node, "rounding_mode", b"ROUND")
-    rounding = rounding.decode() if isinstance(rounding, bytes) else str(rounding)
+    rounding = rounding.decode("utf-8", "replace") if isinstance(rounding, bytes) else str(rounding)
     if rounding.upper() not in ROUNDING:
         raise UnsupportedModelError(f"{name}: unsupported rounding_mode {rounding!r}")
     grid = integer_range(bits, signed, narrow)

@@ -140,3 +140,18 @@ def test_node_without_name_and_unknown_attributes_do_not_crash(tmp_path):
     m.graph.node[1].attribute.append(helper.make_attribute("exotic", 3))
     rc, rep = lint_json(save(m, tmp_path / "anon.onnx"))
     assert rc == 0 and [layer["node"] for layer in rep["files"][0]["layers"]] == ["Gemm_2", "Gemm_6"]
+
+
+def test_rounding_mode_with_invalid_utf8(tmp_path):
+    """Found by the fuzzer: an attribute string that is not UTF-8 is a clear error, not a crash."""
+    m = onnx.load(CLEAN)
+    quant = next(n for n in m.graph.node if n.op_type == "Quant" and "weight" in n.name)
+    for a in quant.attribute:
+        if a.name == "rounding_mode":
+            a.s = b"R\xd5\x00ND"
+    assert_one_line_error(run_cli(save(m, tmp_path / "utf8.onnx")), "unsupported rounding_mode")
+
+
+def test_absurd_zero_point(tmp_path):
+    """Found by the fuzzer: a zero-point no integer type holds."""
+    assert_one_line_error(run_cli(save(gemm_model(zero_point=1e30), tmp_path / "zp.onnx")), "far outside")

@@ -17,7 +17,7 @@ class Quant(OpRun):
         hi = 2 ** (b - 1) - 1 if signed else 2**b - 1 - narrow
         with np.errstate(divide="ignore", invalid="ignore"):  # deliberately broken scales in some tests
             q = np.clip(np.round(x / scale + zero_point), lo, hi)
-        return ((q - zero_point) * scale).astype(x.dtype),
+            return ((q - zero_point) * scale).astype(x.dtype),
 
 
 def run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:

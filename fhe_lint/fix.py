@@ -132,20 +132,23 @@ def _pruned_weights(graph: Graph, p: LayerPrune) -> np.ndarray:
     return w
 
 
-def apply(model: onnx.ModelProto, graph: Graph, prunes: list[LayerPrune]) -> onnx.ModelProto:
-    """A copy of ``model`` with the planned weights zeroed; nothing else changes."""
+def apply(model: onnx.ModelProto, graph: Graph, prunes: list[LayerPrune]) -> tuple[onnx.ModelProto, frozenset[str]]:
+    """A copy of ``model`` with the planned weights zeroed, and the initializers changed in place;
+    nothing else changes."""
     fixed = onnx.ModelProto()
     fixed.CopyFrom(model)
     g = fixed.graph
     index = {id(n): i for i, n in enumerate(graph.nodes)}
     taken = {t.name for t in g.initializer} | {o for n in g.node for o in n.output} | {n.name for n in g.node}
     inits = {t.name: t for t in g.initializer}
+    touched = set()
     for p in prunes:
         la, weight = p.layer, p.layer.layer.weight
         values = _pruned_weights(graph, p)
         original = graph.const_proto(weight.source)
         if not _is_shared(graph, la):
             inits[weight.source].CopyFrom(_tensor(values, weight.source, original))
+            touched.add(weight.source)
             continue
         # Clone initializer and weight path for this layer alone, then rewire the layer.
         tensor = _unique(weight.source, taken)
@@ -164,7 +167,7 @@ def apply(model: onnx.ModelProto, graph: Graph, prunes: list[LayerPrune]) -> onn
             if name == original_out:
                 layer_node.input[i] = tensor
     _topological_sort(fixed)
-    return fixed
+    return fixed, frozenset(touched)
 
 
 def _tensor(values: np.ndarray, name: str, original: onnx.TensorProto) -> onnx.TensorProto:
@@ -198,6 +201,7 @@ class FixOutcome:
     refused: str | None = None
     agreement: float | None = None  # share of calibration inputs whose predicted class is unchanged
     max_abs_change: float | None = None
+    touched: frozenset[str] = frozenset()  # initializers changed in place (a copy gets a new name)
 
 
 def impact(model: onnx.ModelProto, fixed: onnx.ModelProto, data: np.ndarray) -> tuple[float, float]:
@@ -237,13 +241,13 @@ def fix_model(model: onnx.ModelProto, result: LintResult, data: np.ndarray | Non
                 f"fixing {p.layer.name} would prune {p.fraction:.0%} of its weights "
                 f"(more than --max-prune {s.max_prune:.0%}); lower its bit-widths instead: {advice}"
             ))
-    fixed = apply(model, result.analysis.graph, prunes)
+    fixed, touched = apply(model, result.analysis.graph, prunes)
     after = lint_model(fixed, result.path, s)
     if after.fails(s.strict):
         codes = ", ".join(sorted({d.code for d in after.diagnostics}))
         return FixOutcome(result, None, pruned, f"the pruned model would still fail ({codes})")
     if data is None:
-        return FixOutcome(after, fixed, pruned)
+        return FixOutcome(after, fixed, pruned, touched=touched)
     agreement, change = impact(model, fixed, data)
     drop = 100 * (1 - agreement)
     if s.max_agreement_drop is not None and drop > s.max_agreement_drop:
@@ -251,4 +255,4 @@ def fix_model(model: onnx.ModelProto, result: LintResult, data: np.ndarray | Non
             f"the fix changes {drop:.2f} % of predictions on the calibration data "
             f"(more than --max-agreement-drop {s.max_agreement_drop:g} %)"
         ), agreement, change)
-    return FixOutcome(after, fixed, pruned, None, agreement, change)
+    return FixOutcome(after, fixed, pruned, None, agreement, change, touched)

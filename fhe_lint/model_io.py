@@ -11,6 +11,7 @@ import errno
 import os
 import re
 import secrets
+import shutil
 import stat
 import tempfile
 from pathlib import Path
@@ -115,8 +116,60 @@ def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
         raise ModelLoadError(f"{path}: cannot read external data: {e}") from e
 
 
-def has_external_data(model: onnx.ModelProto) -> bool:
-    return bool(_external_tensors(model))
+def write_model(fixed: onnx.ModelProto, source: Path, target: Path, touched: frozenset[str]) -> None:
+    """Write a fixed model over ``target``.
+
+    A model whose initializers live in external data keeps them there when fixed in place: each
+    data file holding a ``touched`` tensor is replaced by a patched copy (atomically, offsets
+    unchanged), then the small ``.onnx`` is replaced. Written elsewhere (``--output``), the data
+    is embedded, if it fits in one protobuf.
+    """
+    refs = {t.name: t for t in onnx.load_model(str(source), load_external_data=False).graph.initializer
+            if t.data_location == onnx.TensorProto.EXTERNAL}
+    same = os.path.realpath(target) == os.path.realpath(source)
+    if refs and not same and fixed.ByteSize() >= _PROTOBUF_LIMIT:
+        raise FixError(f"{target}: the fixed model is past 2 GiB with its data embedded; fix it in place instead")
+    if not refs or not same:
+        write_atomic(target, fixed.SerializeToString())
+        return
+    base = Path(os.path.realpath(source)).parent
+    patches: dict[str, list[tuple[int, bytes]]] = {}
+    for t in fixed.graph.initializer:
+        ref = refs.get(t.name)
+        if ref is None:
+            continue  # inline, or a copy the fix made: it stays in the .onnx
+        info = {e.key: e.value for e in ref.external_data}
+        if t.name in touched:
+            offset, length = int(info.get("offset", 0)), info.get("length")
+            if length is not None and int(length) != len(t.raw_data):
+                raise FixError(f"{source}: tensor {t.name!r} changed size; cannot patch its external data")
+            patches.setdefault(info["location"], []).append((offset, t.raw_data))
+        t.ClearField("raw_data")
+        t.data_location = onnx.TensorProto.EXTERNAL
+        del t.external_data[:]
+        t.external_data.extend(ref.external_data)
+    for location, changes in patches.items():
+        _patch_copy(base / location, changes)
+    write_atomic(target, fixed.SerializeToString())
+
+
+def _patch_copy(path: Path, changes: list[tuple[int, bytes]]) -> None:
+    """Replace ``path`` by a copy with ``changes`` (offset, bytes) applied, all or nothing."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.close(fd)
+        shutil.copyfile(path, tmp)
+        with open(tmp, "r+b") as f:
+            for offset, data in changes:
+                f.seek(offset)
+                f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise FixError(f"{path}: cannot write: {e.strerror or e}; the original is untouched") from e
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -18,7 +18,7 @@ from fhe_lint.settings import Settings
 def run_file(path: Path, settings: Settings, fix: bool = False, output: Path | None = None) -> FileReport:
     from fhe_lint.calibration import observed_ranges
     from fhe_lint.linter import lint_model
-    from fhe_lint.model_io import has_external_data, read_model, write_atomic
+    from fhe_lint.model_io import read_model, write_atomic, write_model
 
     try:
         model = read_model(path)
@@ -33,8 +33,6 @@ def run_file(path: Path, settings: Settings, fix: bool = False, output: Path | N
                                  **_confirmations(model, result, data))
         from fhe_lint.fix import fix_model
 
-        if has_external_data(model):
-            raise FheLintError(f"{path}: --fix does not rewrite models with external data yet")
         outcome = fix_model(model, result, data)
         before = neuron_bits(result)
         observed = observed_ranges(outcome.result.analysis, data) if data is not None else None
@@ -44,7 +42,7 @@ def run_file(path: Path, settings: Settings, fix: bool = False, output: Path | N
                                                             **impact), observed, **_confirmations(model, result, data))
         target: Path | None = output or path
         if outcome.model is not None:
-            write_atomic(target, outcome.model.SerializeToString())
+            write_model(outcome.model, path, target, outcome.touched)
         elif output is not None:
             write_atomic(output, path.read_bytes())  # a clean model is copied byte for byte
         else:

@@ -157,3 +157,38 @@ def test_fix_with_nonzero_weight_zero_point(tmp_path):
     assert pruned.any() and ((d0 == d1) | pruned).all()
     rc, _ = lint_json(out)
     assert rc == 0
+
+
+def _external(tmp_path: Path, name: str) -> Path:
+    d = tmp_path / "ext"
+    d.mkdir()
+    onnx.save(onnx.load(FIXTURES / f"{name}.onnx"), d / "m.onnx", save_as_external_data=True,
+              all_tensors_to_one_file=True, location="m.data", size_threshold=0)
+    return d / "m.onnx"
+
+
+def test_fix_in_place_keeps_external_data_and_patches_only_touched_tensors(tmp_path):
+    path = _external(tmp_path, "mlp_w6a6_unsigned_in")
+    data_before = (path.parent / "m.data").read_bytes()
+    p = run_cli(path, "--fix")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert sorted(f.name for f in path.parent.iterdir()) == ["m.data", "m.onnx"]  # no temp files left
+    data_after = (path.parent / "m.data").read_bytes()
+    assert len(data_after) == len(data_before) and data_after != data_before
+    model = onnx.load(path, load_external_data=False)
+    assert all(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    touched = next(t for t in model.graph.initializer if t.name == "/seq/seq.3/weight_quant/export_handler/Constant_output_0")
+    info = {e.key: e.value for e in touched.external_data}
+    start, end = int(info.get("offset", 0)), int(info.get("offset", 0)) + int(info["length"])
+    assert data_after[:start] == data_before[:start] and data_after[end:] == data_before[end:]
+    assert run_cli(path).returncode == 0
+    d0, d1 = weights(FIXTURES / "mlp_w6a6_unsigned_in.onnx"), weights(path)
+    assert (d1["/seq/seq.3/Gemm"] != d0["/seq/seq.3/Gemm"]).any() and (d1["/seq/seq.1/Gemm"] == d0["/seq/seq.1/Gemm"]).all()
+
+
+def test_fix_of_external_data_model_to_another_path_embeds_the_data(tmp_path):
+    path = _external(tmp_path, "mlp_w6a6_unsigned_in")
+    out = tmp_path / "fixed.onnx"
+    assert run_cli(path, "--fix", "-o", out).returncode == 0
+    assert all(t.data_location != onnx.TensorProto.EXTERNAL for t in onnx.load(out, load_external_data=False).graph.initializer)
+    assert run_cli(out).returncode == 0 and run_cli(path).returncode == 1  # the input is untouched

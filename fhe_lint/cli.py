@@ -138,7 +138,7 @@ def check(ctx: click.Context, files: tuple[Path, ...], fmt: str, output_file: Pa
         for path, s in jobs_settings:
             click.echo(f"{path}: {_describe(s)}")
         return
-    reports = run_files(jobs_settings, fix, output, jobs, progress=_progress if sys.stderr.isatty() else None)
+    reports = run_files(jobs_settings, fix, output, jobs, progress=_progress)
     for r in reports:
         if r.error is not None:
             click.echo(f"fhe-lint: error: {r.error}", err=True)
@@ -165,11 +165,10 @@ def check(ctx: click.Context, files: tuple[Path, ...], fmt: str, output_file: Pa
 
 
 def _progress(done: int, total: int, path: Path) -> None:
-    """One self-overwriting line on a terminal: long runs show they are alive."""
-    end = "\n" if done == total else ""
-    click.echo(f"\r\033[Kfhe-lint: {done}/{total} {path}", err=True, nl=False)
-    if end:
-        click.echo("\r\033[K", err=True, nl=False)
+    """Long runs show they are alive (on a terminal only)."""
+    from fhe_lint.runner import status
+
+    status(f"{done}/{total} {path}" if done < total else None)
 
 
 def _describe(s: Settings) -> str:

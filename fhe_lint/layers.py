@@ -364,6 +364,11 @@ def _data_range(graph: Graph, spec: LayerSpec, layer: onnx.NodeProto, operand: i
     if spec.zero_points:
         grid, bits = int_range(graph, tensor, graph.name(layer))
         return InputRange(grid, bits, (tensor,)), None
+    return _walked_or_assumed(graph, tensor, settings)
+
+
+def _walked_or_assumed(graph: Graph, tensor: str, settings: Settings) -> tuple[InputRange | None, str | None]:
+    """The quantizer's range; failing that, a float model's assumed unsigned ``--input-bits``."""
     found, why = input_range(graph, tensor)
     if found is None and settings.input_bits is not None:
         b = settings.input_bits
@@ -475,7 +480,5 @@ def _sum_layer(graph: Graph, node: onnx.NodeProto, settings: Settings) -> Linear
                 return None
             axes = axes or list(range(len(shape)))
             taps = int(np.prod([shape[a] for a in axes]))
-    rng, why = input_range(graph, node.input[0])
-    if rng is None and settings.input_bits is not None:
-        rng, why = InputRange(IntRange(0, 2**settings.input_bits - 1), settings.input_bits, ("assumed",)), None
+    rng, why = _walked_or_assumed(graph, node.input[0], settings)
     return LinearLayer(node, name, op, None, rng, why, taps=taps)

@@ -69,14 +69,18 @@ def _confirmations(model, result, data) -> dict:
     if mode == "network":
         n = confirm.confirm_network(model, result.analysis, data)
         return {"network": {"compiles": n.compiles, "max_bitwidth": n.max_bitwidth, "error": n.error}}
-    progress = None
-    if sys.stderr.isatty():  # compiling is the slow part: say which layer
-        def progress(i: int, n: int, name: str) -> None:
-            print(f"\r\033[Kfhe-lint: confirming {name} ({i}/{n}) with Concrete", end="", file=sys.stderr, flush=True)
+    def progress(i: int, n: int, name: str) -> None:  # compiling is the slow part: say which layer
+        status(f"confirming {name} ({i}/{n}) with Concrete")
+
     confirmed = confirm.confirm_layers(result.analysis, progress)
-    if progress is not None:
-        print("\r\033[K", end="", file=sys.stderr, flush=True)
+    status(None)
     return {"confirmed": confirmed}
+
+
+def status(text: str | None) -> None:
+    """One self-overwriting line on a terminal's stderr (``None`` clears it); silent elsewhere."""
+    if sys.stderr.isatty():
+        print(f"\r\033[K{'fhe-lint: ' + text if text else ''}", end="", file=sys.stderr, flush=True)
 
 
 def _run_args(args: tuple[Path, Settings, bool, Path | None]) -> FileReport:

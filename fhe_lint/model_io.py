@@ -57,6 +57,10 @@ def parse_model(data: bytes, path: Path) -> onnx.ModelProto:
     """Parse and validate serialized ONNX ``data``; ``path`` locates external data and messages."""
     if data[:1] != bytes([_ONNX_FIRST_BYTE]):
         raise ModelLoadError(f"{path}: not an ONNX model (empty or wrong header)")
+    # The checker parses the bytes in C++: running it before Python's own parse keeps the two
+    # parsed copies from coexisting (peak memory); its verdict waits until the parse has told
+    # whether the input is ONNX at all.
+    verdict = _check(data, path)
     model = onnx.ModelProto()
     try:
         model.ParseFromString(data)
@@ -64,25 +68,28 @@ def parse_model(data: bytes, path: Path) -> onnx.ModelProto:
         raise ModelLoadError(f"{path}: not an ONNX model or truncated ({e})") from e
     if model.ir_version < 3 or not model.HasField("graph") or not model.graph.node:
         raise ModelLoadError(f"{path}: not an ONNX model (no ir_version or empty graph)")
-    if _external_tensors(model):
+    if _external_tensors(model):  # the bytes alone cannot be checked: their data is elsewhere
         _load_external_data(model, path)  # validates every location first
-        _check(model.SerializeToString() if model.ByteSize() < _PROTOBUF_LIMIT else str(path), path)
-    else:
-        _check(data, path)
+        verdict = _check(model.SerializeToString() if model.ByteSize() < _PROTOBUF_LIMIT else str(path), path)
+    if verdict is not None:
+        raise verdict
     return model
 
 
-def _check(model: bytes | str, path: Path) -> None:
-    """onnx.checker on the bytes already read (no re-serialization), tolerating one quirk of
-    QONNX exports: custom quantizer domains used without an opset import."""
+def _check(model: bytes | str, path: Path) -> ModelLoadError | None:
+    """onnx.checker's verdict, tolerating one quirk of QONNX exports: custom quantizer domains
+    used without an opset import."""
     try:
         onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError) as e:  # ValueError: e.g. invalid UTF-8 in names
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         missing = re.match(r"No opset import for domain '([^']*)'", first)
         if missing and missing.group(1) in QONNX_DOMAINS:
-            return
-        raise ModelLoadError(f"{path}: invalid ONNX model: {first}") from e
+            return None
+        error = ModelLoadError(f"{path}: invalid ONNX model: {first}")
+        error.__cause__ = e
+        return error
+    return None
 
 
 def _external_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:

@@ -47,6 +47,7 @@ class Graph:
                     self._const_protos[node.output[0]] = value.t
         self._const_cache: dict[str, np.ndarray] = {}
         self._shapes: dict[str, list[int]] | None = None
+        self._tainted: frozenset[str] | None = None
         self.inputs: list[str] = [i.name for i in g.input if i.name not in self._const_protos]
 
     def name(self, node: onnx.NodeProto) -> str:
@@ -108,13 +109,18 @@ class Graph:
 
     def encrypted_nodes(self) -> Iterator[onnx.NodeProto]:
         """Nodes that read, directly or not, a (non-constant) graph input: the encrypted path."""
-        tainted = set(self.inputs)
-        for node in self.topological():
-            if node.op_type in _CLEAR_OUTPUT_OPS:
-                continue
-            if any(i in tainted for i in node.input):
-                tainted.update(o for o in node.output if o)
-                yield node
+        tainted = self.encrypted_tensors()
+        return (n for n in self.topological() if n.op_type not in _CLEAR_OUTPUT_OPS and any(i in tainted for i in n.input))
+
+    def encrypted_tensors(self) -> frozenset[str]:
+        """Tensors computed, directly or not, from a (non-constant) graph input."""
+        if self._tainted is None:
+            tainted = set(self.inputs)
+            for node in self.topological():
+                if node.op_type not in _CLEAR_OUTPUT_OPS and any(i in tainted for i in node.input):
+                    tainted.update(o for o in node.output if o)
+            self._tainted = frozenset(tainted)
+        return self._tainted
 
     def topological(self) -> list[onnx.NodeProto]:
         """Nodes in dependency order, the file's own order wherever it is already valid (Kahn with

@@ -447,6 +447,10 @@ def _encrypted_product(graph: Graph, spec: LayerSpec, node: onnx.NodeProto, sett
     """x @ y with both operands encrypted (attention-like): K products, each within the corners
     of the two ranges. Reported, never fixed: there is no weight to prune."""
     name, op = graph.name(node), node.op_type
+    tainted = graph.encrypted_tensors()
+    if not all(t in tainted for t in node.input[:2]):
+        return LinearLayer(node, name, op, None, None,
+                           "its weight is computed by ops from constants, which fhe-lint does not evaluate")
     if spec.family != "matmul" or spec.zero_points:
         return LinearLayer(node, name, op, None, None, "both operands are computed at run time")
     a, why_a = _data_range(graph, spec, node, 0, settings)

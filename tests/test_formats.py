@@ -301,3 +301,16 @@ def test_reduce_sum_is_a_weightless_sum():
     model = b.build(b.node("ReduceSum", [x, b.const_int([2])], keepdims=0))
     (la,) = analyse(Path("m.onnx"), Graph(model), Settings()).layers
     assert (la.layer.fan_in, la.bounds.range.lo, la.bounds.range.hi) == (5, -40, 35)
+
+
+def test_weight_computed_from_constants_is_unknown_not_encrypted():
+    """A weight behind an op fhe-lint does not fold (here Identity before the Quant) is FHE005,
+    never mistaken for a second encrypted operand."""
+    rng = np.random.default_rng(7)
+    _, w = integer_weights(rng, (3, 4), 4)
+    b = QonnxBuilder()
+    x = b.quant(b.input([1, 4]), 0.1, 4)
+    wq = b.quant(b.node("Identity", [b.const(w.T.copy())]), 0.1, 4, narrow=True)
+    model = b.build(b.node("MatMul", [x, wq], name="mm"))
+    (la,) = analyse(Path("m.onnx"), Graph(model), Settings()).layers
+    assert la.bounds is None and "computed by ops from constants" in la.layer.unknown

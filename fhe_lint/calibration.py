@@ -11,6 +11,7 @@ import onnx
 
 from fhe_lint.analysis import LayerAnalysis, ModelAnalysis
 from fhe_lint.execute import evaluate
+from fhe_lint.graph import attr
 from fhe_lint.layers import SPECS
 from fhe_lint.quantizers import IntRange
 
@@ -75,10 +76,9 @@ def _features_axis(la: LayerAnalysis, x: np.ndarray) -> int:
     layer, operand = la.layer, la.layer.weight.operand
     if layer.op in ("Conv", "ConvTranspose"):
         return 1
-    trans = {a.name: a.i for a in layer.node.attribute}
     if operand == 1:  # data is A (M, K), or (K, M) when transposed
-        return -2 if trans.get("transA") else -1
-    return -1 if trans.get("transB") else -2  # data is B (K, N), or (N, K) when transposed
+        return -2 if attr(layer.node, "transA", 0) else -1
+    return -1 if attr(layer.node, "transB", 0) else -2  # data is B (K, N), or (N, K) when transposed
 
 
 def tap_activity(analysis: ModelAnalysis, data: np.ndarray) -> dict[str, np.ndarray]:
@@ -93,7 +93,7 @@ def tap_activity(analysis: ModelAnalysis, data: np.ndarray) -> dict[str, np.ndar
         mean = np.abs(x.astype(np.float64)).mean(axis=tuple(i for i in range(x.ndim) if i != axis))
         neurons, fan_in = la.layer.weight.d.shape
         if la.layer.op == "Conv":
-            groups = next((a.i for a in la.layer.node.attribute if a.name == "group"), 1) or 1
+            groups = attr(la.layer.node, "group", 1) or 1
             per_group_in, taps = mean.size // groups, fan_in // (mean.size // groups)
             group_of = np.arange(neurons) // (neurons // groups)
             channel = group_of[:, None] * per_group_in + np.arange(fan_in)[None, :] // taps

@@ -35,13 +35,12 @@ class _DefaultCheckGroup(click.Group):
 
 
 def _codes(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> frozenset[str]:
-    from fhe_lint.rules import RULES
+    from fhe_lint.config import parse_codes
 
-    codes = {c.strip().upper() for v in value for c in v.split(",") if c.strip()}
-    unknown = sorted(codes - set(RULES))
-    if unknown:
-        raise click.BadParameter(f"unknown rule code {unknown[0]} (known: {', '.join(RULES)})")
-    return frozenset(codes)
+    try:
+        return parse_codes(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from e
 
 
 @click.group(cls=_DefaultCheckGroup, context_settings={"help_option_names": ["-h", "--help"]},

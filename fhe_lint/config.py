@@ -43,16 +43,18 @@ class ConfigError(FheLintError):
     """A configuration file or an in-model suppression is malformed."""
 
 
-def _codes(value: Any) -> frozenset[str]:
+def parse_codes(value: Any, allow_all: bool = False) -> frozenset[str]:
+    """Rule codes from a string or list of comma-separated strings, validated against the
+    registry; ``ALL`` only where it means something (an ignore, never a selection)."""
     from fhe_lint.rules import RULES
 
     items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or not all(isinstance(c, str) for c in items):
+    if not isinstance(items, (list, tuple)) or not all(isinstance(c, str) for c in items):
         raise ValueError("expected a list of rule codes")
     codes = frozenset(c.strip().upper() for item in items for c in item.split(",") if c.strip())
-    unknown = sorted(codes - set(RULES) - {"ALL"})
+    unknown = sorted(codes - set(RULES) - ({"ALL"} if allow_all else set()))
     if unknown:
-        raise ValueError(f"unknown rule code {unknown[0]}")
+        raise ValueError(f"unknown rule code {unknown[0]} (known: {', '.join(RULES)})")
     return codes
 
 
@@ -81,7 +83,7 @@ def _bool(v: Any) -> bool:
 def _node_ignores(v: Any) -> tuple[tuple[str, frozenset[str]], ...]:
     if not isinstance(v, dict):
         raise ValueError('expected a table of node-name glob = ["CODE", ...]')
-    return tuple((str(glob), _codes(codes)) for glob, codes in v.items())
+    return tuple((str(glob), parse_codes(codes, allow_all=True)) for glob, codes in v.items())
 
 
 # config key -> (Settings field, validator and converter)
@@ -89,8 +91,8 @@ KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "n-max": ("n_max", _positive_int(1, 64)),
     "multiplier": ("multiplier", _number(0, float("inf"), open_low=True)),
     "strict": ("strict", _bool),
-    "select": ("select", _codes),
-    "ignore": ("ignore", _codes),
+    "select": ("select", parse_codes),
+    "ignore": ("ignore", parse_codes),
     "max-prune": ("max_prune", lambda v: _number(0, 100)(v) / 100),
     "weight-bits": ("weight_bits", _positive_int(1, 32)),
     "input-bits": ("input_bits", _positive_int(1, 32)),
@@ -169,7 +171,7 @@ def with_model_suppressions(settings: Settings, model: onnx.ModelProto) -> Setti
                 raise ConfigError(f"model metadata {METADATA_KEY!r}: cannot parse {entry.strip()!r} "
                                   "(expected 'CODES [NODE_GLOB]')")
             try:
-                extra.append((parts[1] if len(parts) == 2 else "*", _codes(parts[0])))
+                extra.append((parts[1] if len(parts) == 2 else "*", parse_codes(parts[0], allow_all=True)))
             except ValueError as e:
                 raise ConfigError(f"model metadata {METADATA_KEY!r}: {e}") from e
     return dataclasses.replace(settings, node_ignores=settings.node_ignores + tuple(extra)) if extra else settings

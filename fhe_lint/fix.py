@@ -27,7 +27,6 @@ class LayerPrune:
     """Taps to zero in one layer: neuron indices and positions in the source initializer."""
 
     layer: LayerAnalysis
-    neurons: np.ndarray  # neuron of each pruned tap
     source_index: np.ndarray  # flat index into the float weight initializer
 
     @property
@@ -79,7 +78,7 @@ def plan_layer(la: LayerAnalysis, n_max: int, nonzero_limit: int | None,
     drop = (np.arange(d.shape[1])[None, :] < cut[:, None]) & (sorted_d != 0)
     r, c = np.nonzero(drop)
     cols = order[r, c]
-    return LayerPrune(la, rows[r], weight.source_index()[rows[r], cols])
+    return LayerPrune(la, weight.source_index()[rows[r], cols])
 
 
 def plan(analysis: ModelAnalysis, fix_budget: bool, activity: dict[str, np.ndarray] | None = None) -> list[LayerPrune]:

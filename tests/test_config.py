@@ -76,3 +76,10 @@ def test_bad_config_is_one_line_exit_2(project, text):
     (project / "fhe-lint.toml").write_text(text)
     p = run_cli(project / "models" / "m.onnx")
     assert p.returncode == 2 and p.stderr.startswith("fhe-lint: error:") and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_select_all_is_refused_rather_than_selecting_nothing(project):
+    (project / "fhe-lint.toml").write_text('select = ["ALL"]\n')
+    p = run_cli(project / "models" / "m.onnx")
+    assert p.returncode == 2 and "unknown rule code ALL" in p.stderr
+    assert run_cli(project / "models" / "m.onnx", "--select", "ALL").returncode == 2

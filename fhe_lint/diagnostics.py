@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +11,11 @@ from typing import Any
 class Severity(str, enum.Enum):
     ERROR = "error"
     WARNING = "warning"
+
+
+def failing(diagnostics: Iterable[Diagnostic], strict: bool) -> bool:
+    """The exit-code rule: an error fails; with ``strict``, any finding does."""
+    return any(d.severity is Severity.ERROR or strict for d in diagnostics)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import onnx
 
 from fhe_lint.analysis import ModelAnalysis, analyse
 from fhe_lint.config import with_model_suppressions
-from fhe_lint.diagnostics import Diagnostic, Severity
+from fhe_lint.diagnostics import Diagnostic, failing
 from fhe_lint.graph import Graph
 from fhe_lint.model_io import read_model
 from fhe_lint.rules import RULES
@@ -27,7 +27,7 @@ class LintResult:
         return self.analysis.path
 
     def fails(self, strict: bool) -> bool:
-        return any(d.severity is Severity.ERROR or strict for d in self.diagnostics)
+        return failing(self.diagnostics, strict)
 
 
 def lint_model(model: onnx.ModelProto, path: Path, settings: Settings) -> LintResult:

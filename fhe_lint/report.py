@@ -10,7 +10,7 @@ from fhe_lint.advice import bit_advice
 from fhe_lint.analysis import LayerAnalysis
 from fhe_lint.bounds import int_bits
 from fhe_lint.quantizers import IntRange
-from fhe_lint.diagnostics import Diagnostic, Severity
+from fhe_lint.diagnostics import Diagnostic, Severity, failing
 from fhe_lint.linter import LintResult
 from fhe_lint.settings import Settings
 
@@ -61,7 +61,7 @@ class FileReport:
 
     def fails(self) -> bool:
         refused = self.fix is not None and self.fix.refused is not None
-        return refused or any(d.severity is Severity.ERROR or self.settings.strict for d in self.diagnostics)
+        return refused or failing(self.diagnostics, self.settings.strict)
 
 
 def neuron_bits(result: LintResult) -> dict[str, tuple[int, ...]]:

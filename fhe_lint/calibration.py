@@ -59,7 +59,7 @@ def observed_ranges(analysis: ModelAnalysis, data: np.ndarray) -> dict[str, IntR
     layers = [la for la in analysis.layers if _measurable(la)]
     if not layers:
         return {}
-    values = evaluate(analysis.graph.model, data, [data_input(la) for la in layers])
+    values = evaluate(analysis.graph.standalone(), data, [data_input(la) for la in layers])
     out = {}
     for la, x in zip(layers, values):
         scale, zp = la.layer.input.scale_zero_point
@@ -88,7 +88,7 @@ def tap_activity(analysis: ModelAnalysis, data: np.ndarray) -> dict[str, np.ndar
     if not layers:
         return {}
     out = {}
-    for la, x in zip(layers, evaluate(analysis.graph.model, data, [data_input(la) for la in layers])):
+    for la, x in zip(layers, evaluate(analysis.graph.standalone(), data, [data_input(la) for la in layers])):
         axis = _features_axis(la, x) % x.ndim
         mean = np.abs(x.astype(np.float64)).mean(axis=tuple(i for i in range(x.ndim) if i != axis))
         neurons, fan_in = la.layer.weight.d.shape

@@ -104,7 +104,7 @@ def first_layer_extremes(analysis: ModelAnalysis, shape: tuple[int, ...]) -> np.
     return ((ints - zp) * scale).astype(np.float32)
 
 
-def confirm_network(model: onnx.ModelProto, analysis: ModelAnalysis, data: np.ndarray | None) -> NetworkResult:
+def confirm_network(analysis: ModelAnalysis, data: np.ndarray | None) -> NetworkResult:
     """Compile the whole model with Concrete ML (QAT import), over the data plus worst cases."""
     try:
         from concrete.ml.torch.compile import compile_onnx_model
@@ -119,7 +119,7 @@ def confirm_network(model: onnx.ModelProto, analysis: ModelAnalysis, data: np.nd
     if not len(inputs):
         raise FheLintError("--confirm=network needs --calibration data for this model")
     try:
-        module = compile_onnx_model(model, inputs, import_qat=True)
+        module = compile_onnx_model(analysis.graph.standalone(), inputs, import_qat=True)
         return NetworkResult(True, int(module.fhe_circuit.graph.maximum_integer_bit_width()), None)
     except Exception as e:  # noqa: BLE001 - the compiler's refusal is the result being reported
         return NetworkResult(False, None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300])

@@ -131,11 +131,11 @@ def _pruned_weights(graph: Graph, p: LayerPrune) -> np.ndarray:
     return w
 
 
-def apply(model: onnx.ModelProto, graph: Graph, prunes: list[LayerPrune]) -> tuple[onnx.ModelProto, frozenset[str]]:
-    """A copy of ``model`` with the planned weights zeroed, and the initializers changed in place;
-    nothing else changes."""
+def apply(graph: Graph, prunes: list[LayerPrune]) -> tuple[onnx.ModelProto, frozenset[str]]:
+    """A copy of the graph's model with the planned weights zeroed, and the initializers changed
+    in place; nothing else changes."""
     fixed = onnx.ModelProto()
-    fixed.CopyFrom(model)
+    fixed.CopyFrom(graph.model)
     g = fixed.graph
     index = {id(n): i for i, n in enumerate(graph.nodes)}
     taken = {t.name for t in g.initializer} | {o for n in g.node for o in n.output} | {n.name for n in g.node}
@@ -171,7 +171,7 @@ def apply(model: onnx.ModelProto, graph: Graph, prunes: list[LayerPrune]) -> tup
 
 def _tensor(values: np.ndarray, name: str, original: onnx.TensorProto) -> onnx.TensorProto:
     """``values`` stored with the original element type (int4 stays int4, float16 stays float16)."""
-    t = numpy_helper.from_array(values.astype(numpy_helper.to_array(original).dtype), name)
+    t = numpy_helper.from_array(values.astype(onnx.helper.tensor_dtype_to_np_dtype(original.data_type)), name)
     t.doc_string = original.doc_string
     return t
 
@@ -203,18 +203,18 @@ class FixOutcome:
     touched: frozenset[str] = frozenset()  # initializers changed in place (a copy gets a new name)
 
 
-def impact(model: onnx.ModelProto, fixed: onnx.ModelProto, data: np.ndarray) -> tuple[float, float]:
+def impact(model: Graph, fixed: Graph, data: np.ndarray) -> tuple[float, float]:
     """Prediction agreement (argmax of the first output) and the largest output change."""
     from fhe_lint.execute import evaluate
 
-    name = model.graph.output[0].name
-    (before,), (after,) = evaluate(model, data, [name]), evaluate(fixed, data, [name])
+    name = model.model.graph.output[0].name
+    (before,), (after,) = evaluate(model.standalone(), data, [name]), evaluate(fixed.standalone(), data, [name])
     before, after = before.reshape(len(data), -1), after.reshape(len(data), -1)
     agreement = float(np.mean(before.argmax(axis=1) == after.argmax(axis=1)))
     return agreement, float(np.abs(after.astype(np.float64) - before).max(initial=0.0))
 
 
-def fix_model(model: onnx.ModelProto, result: LintResult, data: np.ndarray | None = None) -> FixOutcome:
+def fix_model(result: LintResult, data: np.ndarray | None = None) -> FixOutcome:
     s = result.analysis.settings
     activity = None
     if s.fix_order == "activation":
@@ -240,14 +240,15 @@ def fix_model(model: onnx.ModelProto, result: LintResult, data: np.ndarray | Non
                 f"fixing {p.layer.name} would prune {p.fraction:.0%} of its weights "
                 f"(more than --max-prune {s.max_prune:.0%}); lower its bit-widths instead: {advice}"
             ))
-    fixed, touched = apply(model, result.analysis.graph, prunes)
-    after = lint_model(fixed, result.path, s)
+    graph = result.analysis.graph
+    fixed, touched = apply(graph, prunes)
+    after = lint_model(fixed, result.path, s, graph.data)
     if after.fails(s.strict):
         codes = ", ".join(sorted({d.code for d in after.diagnostics}))
         return FixOutcome(result, None, pruned, f"the pruned model would still fail ({codes})")
     if data is None:
         return FixOutcome(after, fixed, pruned, touched=touched)
-    agreement, change = impact(model, fixed, data)
+    agreement, change = impact(graph, after.analysis.graph, data)
     drop = 100 * (1 - agreement)
     if s.max_agreement_drop is not None and drop > s.max_agreement_drop:
         return FixOutcome(result, None, pruned, (

@@ -15,6 +15,7 @@ import onnx
 from onnx import numpy_helper
 
 from fhe_lint.errors import UnsupportedModelError
+from fhe_lint.tensor_data import TensorData, is_external
 
 # Sub-byte integer types, decoded into the smallest numpy integer that holds them.
 _PACKED_INT = {onnx.TensorProto.INT4: np.int8, onnx.TensorProto.UINT4: np.uint8}
@@ -24,8 +25,9 @@ _CLEAR_OUTPUT_OPS = {"Shape", "Size"}
 
 
 class Graph:
-    def __init__(self, model: onnx.ModelProto) -> None:
+    def __init__(self, model: onnx.ModelProto, data: TensorData | None = None) -> None:
         self.model = model
+        self.data = data  # resolves external tensors; None for models held wholly in memory
         g = model.graph
         self.nodes: list[onnx.NodeProto] = list(g.node)
         self.producer: dict[str, onnx.NodeProto] = {}
@@ -63,13 +65,22 @@ class Graph:
             if proto is None:
                 raise UnsupportedModelError(f"tensor {tensor!r} is not a constant (initializer)")
             try:
-                value = numpy_helper.to_array(proto)
+                value = self._external(proto) if is_external(proto) else numpy_helper.to_array(proto)
                 if proto.data_type in _PACKED_INT:  # int4/uint4 come as ml_dtypes scalars: widen
                     value = value.astype(_PACKED_INT[proto.data_type])
                 self._const_cache[tensor] = value
             except (ValueError, TypeError, KeyError) as e:  # KeyError: unknown data_type
                 raise UnsupportedModelError(f"initializer {tensor!r} cannot be decoded: {e!r}") from e
         return self._const_cache[tensor]
+
+    def _external(self, proto: onnx.TensorProto) -> np.ndarray:
+        if self.data is None:
+            raise UnsupportedModelError(f"initializer {proto.name!r} is external data, not loaded")
+        return self.data.array(proto)
+
+    def standalone(self) -> onnx.ModelProto:
+        """The model with every tensor's data inside it, for evaluators that read the proto."""
+        return self.model if self.data is None else self.data.standalone(self.model)
 
     def const_proto(self, tensor: str) -> onnx.TensorProto | None:
         return self._const_protos.get(tensor)

@@ -309,8 +309,8 @@ def _weight_quantizer(graph: Graph, spec: LayerSpec, layer: onnx.NodeProto, oper
 def _weight_tensor(graph: Graph, spec: LayerSpec, layer: onnx.NodeProto, operand: int, source: str,
                    q: Quantizer, path: list[onnx.NodeProto]) -> WeightTensor:
     w = graph.const(source)
-    if not np.issubdtype(w.dtype, np.number) or not np.isfinite(w).all():
-        raise UnsupportedModelError(f"{q.node}: weight {source!r} has NaN, Inf or non-numeric values")
+    if not np.issubdtype(w.dtype, np.number):
+        raise UnsupportedModelError(f"{q.node}: weight {source!r} is not numeric ({w.dtype})")
     try:
         np.broadcast_to(q.zero_point, w.shape)
         np.broadcast_to(q.scale, w.shape)
@@ -329,7 +329,7 @@ def _weight_tensor(graph: Graph, spec: LayerSpec, layer: onnx.NodeProto, operand
         return _to_neuron_major(spec, layer, operand == 0, a)
 
     try:
-        d = neuron_major(as_operand(q.levels(w)))
+        d = neuron_major(as_operand(q.levels(w, done=graph.data.release if graph.data else None)))
     except (ValueError, IndexError) as e:
         raise UnsupportedModelError(f"{graph.name(layer)}: cannot lay out its weight: {e}") from e
     return WeightTensor(d, source, w, q, tuple(path), as_operand, neuron_major, operand)

@@ -14,6 +14,7 @@ from fhe_lint.graph import Graph
 from fhe_lint.model_io import read_model
 from fhe_lint.rules import RULES
 from fhe_lint.settings import Settings
+from fhe_lint.tensor_data import TensorData
 
 
 @dataclass(frozen=True)
@@ -30,13 +31,14 @@ class LintResult:
         return failing(self.diagnostics, strict)
 
 
-def lint_model(model: onnx.ModelProto, path: Path, settings: Settings) -> LintResult:
+def lint_model(model: onnx.ModelProto, path: Path, settings: Settings, data: TensorData | None = None) -> LintResult:
     settings = with_model_suppressions(settings, model)
-    analysis = analyse(path, Graph(model), settings)
+    analysis = analyse(path, Graph(model, data), settings)
     found = [d for code, rule in RULES.items() if settings.enabled(code) for d in rule.check(analysis)]
     kept = tuple(d for d in found if not settings.ignored(d.code, d.node))
     return LintResult(analysis, kept, suppressed=len(found) - len(kept))
 
 
 def lint_path(path: Path, settings: Settings) -> LintResult:
-    return lint_model(read_model(path), path, settings)
+    model, data = read_model(path)
+    return lint_model(model, path, settings, data)

@@ -14,24 +14,36 @@ import secrets
 import shutil
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import onnx
 from google.protobuf.message import DecodeError
 from onnx import external_data_helper
 
+from fhe_lint import protowire
 from fhe_lint.errors import FixError, ModelLoadError
 from fhe_lint.quantizers import QONNX_DOMAINS
+from fhe_lint.tensor_data import TensorData, is_external, map_file
 
 # protobuf writes fields in number order and ModelProto's field 1 is ir_version (a varint):
 # every serialized ONNX model starts with the tag byte 0x08. Checking it first keeps a huge
 # non-ONNX file from being read whole.
 _ONNX_FIRST_BYTE = 0x08
 _PROTOBUF_LIMIT = 2**31
+# Initializers at least this large are read in place (mapped) rather than parsed into memory;
+# smaller ones (scales, shapes) are cheaper parsed, and shape inference needs their values.
+MAP_THRESHOLD = 64 * 1024
 
 
-def read_model(path: Path) -> onnx.ModelProto:
-    """Parse ``path`` as an ONNX model."""
+def read_model(path: Path, map_threshold: int = MAP_THRESHOLD) -> tuple[onnx.ModelProto, TensorData]:
+    """Parse ``path`` as an ONNX model whose large initializers stay in the file.
+
+    Each initializer holding at least ``map_threshold`` bytes becomes an external-data reference
+    to its own bytes in ``path``, read through the returned :class:`TensorData` by mapping the
+    file: loading copies no weight, and the model proto stays small (cheap to check and copy).
+    """
     if not path.exists():
         raise ModelLoadError(f"{path}: no such file")
     if not path.is_file():
@@ -46,15 +58,29 @@ def read_model(path: Path) -> onnx.ModelProto:
         with path.open("rb") as f:
             if f.read(1) != bytes([_ONNX_FIRST_BYTE]):
                 raise ModelLoadError(f"{path}: not an ONNX model (empty or wrong header)")
-            f.seek(0)
-            data = f.read()
+            mapped = map_file(f.fileno())
     except OSError as e:
         raise ModelLoadError(f"{path}: cannot read: {e.strerror or e}") from e
-    return parse_model(data, path)
+    data = TensorData(path, mapped)
+    try:
+        model = protowire.parse_leaving_weights(memoryview(mapped), path.name, map_threshold)
+    except DecodeError:
+        model = None  # protobuf's own parse below says what is wrong
+    if model is None:
+        return parse_model(bytes(mapped), path), data
+    _validate(model, path)
+    verdict = _check(_without_external_data(model), path)
+    if verdict is not None:
+        raise verdict
+    _check_references(model, data, path)
+    return model, data
 
 
 def parse_model(data: bytes, path: Path) -> onnx.ModelProto:
-    """Parse and validate serialized ONNX ``data``; ``path`` locates external data and messages."""
+    """Parse and validate serialized ONNX ``data``; ``path`` locates external data and messages.
+
+    External tensors stay external: read them through a :class:`TensorData` for ``path``.
+    """
     if data[:1] != bytes([_ONNX_FIRST_BYTE]):
         raise ModelLoadError(f"{path}: not an ONNX model (empty or wrong header)")
     # The checker parses the bytes in C++: running it before Python's own parse keeps the two
@@ -66,17 +92,21 @@ def parse_model(data: bytes, path: Path) -> onnx.ModelProto:
         model.ParseFromString(data)
     except (DecodeError, RuntimeError, ValueError) as e:
         raise ModelLoadError(f"{path}: not an ONNX model or truncated ({e})") from e
-    if model.ir_version < 3 or not model.HasField("graph") or not model.graph.node:
-        raise ModelLoadError(f"{path}: not an ONNX model (no ir_version or empty graph)")
-    if _external_tensors(model):  # the bytes alone cannot be checked: their data is elsewhere
-        _load_external_data(model, path)  # validates every location first
-        verdict = _check(model.SerializeToString() if model.ByteSize() < _PROTOBUF_LIMIT else str(path), path)
+    _validate(model, path)
+    if any(is_external(t) for t in external_data_helper._get_all_tensors(model)):  # noqa: SLF001
+        verdict = _check(_without_external_data(model), path)
     if verdict is not None:
         raise verdict
+    _check_references(model, TensorData(path), path)
     return model
 
 
-def _check(model: bytes | str, path: Path) -> ModelLoadError | None:
+def _validate(model: onnx.ModelProto, path: Path) -> None:
+    if model.ir_version < 3 or not model.HasField("graph") or not model.graph.node:
+        raise ModelLoadError(f"{path}: not an ONNX model (no ir_version or empty graph)")
+
+
+def _check(model: bytes, path: Path) -> ModelLoadError | None:
     """onnx.checker's verdict, tolerating one quirk of QONNX exports: custom quantizer domains
     used without an opset import."""
     try:
@@ -92,95 +122,94 @@ def _check(model: bytes | str, path: Path) -> ModelLoadError | None:
     return None
 
 
-def _external_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
-    return [
-        t
-        for t in external_data_helper._get_all_tensors(model)  # noqa: SLF001 - onnx's own walker
-        if t.data_location == onnx.TensorProto.EXTERNAL
-    ]
+def _without_external_data(model: onnx.ModelProto) -> bytes:
+    """What onnx.checker is given for a model with external tensors: it would look for their files
+    relative to the working directory, so they become empty tensors; ``_check_references`` checks
+    the references themselves."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for t in external_data_helper._get_all_tensors(copy):  # noqa: SLF001 - onnx's own walker
+        if is_external(t):
+            del t.external_data[:], t.dims[:]
+            t.ClearField("data_location")
+            t.dims.append(0)
+    return copy.SerializeToString()
 
 
-def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
-    """Load external tensors, refusing any location that leaves the model's directory."""
-    tensors = _external_tensors(model)
-    if not tensors:
-        return
-    base = path.resolve().parent
-    for t in tensors:
-        info = {e.key: e.value for e in t.external_data}
-        location = info.get("location", "")
-        target = (base / location).resolve()
-        if not location or os.path.isabs(location) or not target.is_relative_to(base):
-            raise ModelLoadError(
-                f"{path}: tensor {t.name!r} has external data outside the model's directory "
-                f"({location!r}); refusing to read it"
-            )
-        if not target.is_file():
-            raise ModelLoadError(f"{path}: tensor {t.name!r}: external data {location!r} is missing")
-    try:
-        external_data_helper.load_external_data_for_model(model, str(base))
-    except (OSError, ValueError) as e:
-        raise ModelLoadError(f"{path}: cannot read external data: {e}") from e
+def _check_references(model: onnx.ModelProto, data: TensorData, path: Path) -> None:
+    """Every external reference must stay in the model's directory and inside its file, checked
+    before any analysis reads one."""
+    for t in external_data_helper._get_all_tensors(model):  # noqa: SLF001 - onnx's own walker
+        if is_external(t):
+            try:
+                data.reference(t)
+            except ModelLoadError as e:
+                raise ModelLoadError(f"{path}: {e}") from e
 
 
-def write_model(fixed: onnx.ModelProto, source: Path, target: Path, touched: frozenset[str]) -> None:
-    """Write a fixed model over ``target``.
+def write_model(fixed: onnx.ModelProto, original: onnx.ModelProto, data: TensorData, target: Path,
+                touched: frozenset[str]) -> None:
+    """Write ``fixed``, a fix of ``original`` (read through ``data``), over ``target``.
 
-    A model whose initializers live in external data keeps them there when fixed in place: each
-    data file holding a ``touched`` tensor is replaced by a patched copy (atomically, offsets
-    unchanged), then the small ``.onnx`` is replaced. Written elsewhere (``--output``), the data
-    is embedded, if it fits in one protobuf.
+    When the fix only rewrote the bytes of tensors that sit in files (the model's own mapped
+    initializers, or external data), those bytes are patched into copies at unchanged offsets: a
+    model of hundreds of MB costs a file copy, not a re-serialization. Otherwise the model is
+    serialized with its own tensors embedded; external data stays external when fixed in place
+    (each touched data file replaced by a patched copy) and is embedded when written elsewhere
+    (``--output``), if it then fits in one protobuf.
     """
-    refs = {t.name: t for t in onnx.load_model(str(source), load_external_data=False).graph.initializer
-            if t.data_location == onnx.TensorProto.EXTERNAL}
-    same = os.path.realpath(target) == os.path.realpath(source)
-    if refs and not same and fixed.ByteSize() >= _PROTOBUF_LIMIT:
-        raise FixError(f"{target}: the fixed model is past 2 GiB with its data embedded; fix it in place instead")
-    if not refs or not same:
-        write_atomic(target, fixed.SerializeToString())
-        return
-    base = Path(os.path.realpath(source)).parent
-    patches: dict[str, list[tuple[int, bytes]]] = {}
+    source = data.model_path
+    same = Path(os.path.realpath(target)) == source
+    refs = {t.name: t for t in original.graph.initializer if is_external(t)}
+    files = {name: data.reference(t) for name, t in refs.items()}
+    patches: dict[Path, list[tuple[int, bytes]]] = {}
     for t in fixed.graph.initializer:
-        ref = refs.get(t.name)
-        if ref is None:
-            continue  # inline, or a copy the fix made: it stays in the .onnx
-        info = {e.key: e.value for e in ref.external_data}
-        if t.name in touched:
-            offset, length = int(info.get("offset", 0)), info.get("length")
-            if length is not None and int(length) != len(t.raw_data):
-                raise FixError(f"{source}: tensor {t.name!r} changed size; cannot patch its external data")
-            patches.setdefault(info["location"], []).append((offset, t.raw_data))
-        t.ClearField("raw_data")
-        t.data_location = onnx.TensorProto.EXTERNAL
-        del t.external_data[:]
-        t.external_data.extend(ref.external_data)
-    for location, changes in patches.items():
-        _patch_copy(base / location, changes)
-    write_atomic(target, fixed.SerializeToString())
+        if t.name in touched and t.name in files:
+            file, offset, length = files[t.name]
+            if len(t.raw_data) != length or is_external(t):
+                raise FixError(f"{source}: tensor {t.name!r} changed size; cannot patch it in place")
+            patches.setdefault(file, []).append((offset, t.raw_data))
+    external_files = {file for file, _, _ in files.values()} - {source}
+    only_data_changed = [t.name for t in fixed.graph.initializer] == [t.name for t in original.graph.initializer] \
+        and len(fixed.graph.node) == len(original.graph.node) and touched <= files.keys()
+    if only_data_changed and (same or not external_files):
+        for file in external_files & patches.keys():
+            _write_patched(file, file, patches[file])
+        if not same or source in patches:
+            _write_patched(source, target, patches.get(source, []))
+        return
+    out = onnx.ModelProto()
+    out.CopyFrom(fixed)
+    for t in out.graph.initializer:  # touched external data goes back to its file, patched
+        if same and t.name in touched and t.name in files and files[t.name][0] != source:
+            t.CopyFrom(refs[t.name])
+    for t in external_data_helper._get_all_tensors(out):  # noqa: SLF001 - onnx's own walker
+        if is_external(t) and (not same or data.reference(t)[0] == source):
+            t.CopyFrom(data.embedded(t))
+    if out.ByteSize() >= _PROTOBUF_LIMIT:
+        raise FixError(f"{target}: the fixed model is past 2 GiB with its data embedded; fix it in place instead")
+    if same:
+        for file in external_files & patches.keys():
+            _write_patched(file, file, patches[file])
+    write_atomic(target, out.SerializeToString())
 
 
-def _patch_copy(path: Path, changes: list[tuple[int, bytes]]) -> None:
-    """Replace ``path`` by a copy with ``changes`` (offset, bytes) applied, all or nothing."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.close(fd)
-        shutil.copyfile(path, tmp)
-        with open(tmp, "r+b") as f:
-            for offset, data in changes:
-                f.seek(offset)
-                f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise FixError(f"{path}: cannot write: {e.strerror or e}; the original is untouched") from e
+def _write_patched(source: Path, target: Path, changes: list[tuple[int, bytes]]) -> None:
+    """Replace ``target`` by a copy of ``source`` with ``changes`` (offset, bytes) applied, atomically."""
+
+    def fill(f) -> None:
+        with open(source, "rb") as src:
+            shutil.copyfileobj(src, f, 1 << 24)
+        for offset, chunk in changes:
+            f.seek(offset)
+            f.write(chunk)
+
+    write_atomic(target, fill)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` (through a symlink: its target) with ``data``, all or nothing.
+def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
+    """Replace ``path`` (through a symlink: its target) with ``data`` (or what ``data(file)``
+    writes), all or nothing.
 
     The data goes to an unnamed file in the target's directory (``O_TMPFILE``), which a crash
     simply discards; only once it is complete and fsynced does it get a name, immediately renamed
@@ -198,7 +227,10 @@ def write_atomic(path: Path, data: bytes) -> None:
     try:
         fd, tmp = _open_temp(target, mode)
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            if callable(data):
+                data(f)
+            else:
+                f.write(data)
             f.flush()
             os.fsync(f.fileno())
             os.fchmod(f.fileno(), mode)

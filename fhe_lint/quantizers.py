@@ -8,6 +8,7 @@ Concrete ML encrypts ``q`` itself, so a quantizer's raw integer range is what a 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,12 +53,12 @@ class Quantizer:
             return np.broadcast_to(self.zero_point, shape)
         return np.zeros(shape)
 
-    def levels(self, x: np.ndarray) -> np.ndarray:
+    def levels(self, x: np.ndarray, done: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
         """``q - zero_point`` for float ``x``: what a weight adds per unit of input.
 
         Computed block by block in float64 (the rounding must match float64 reference
         implementations at ties) into the narrowest integer type that holds it, so memory stays
-        near the size of the weights.
+        near the size of the weights; ``done`` is told each block of ``x`` it has finished with.
         """
         zp = self.zero_point
         lo, hi = self.range.lo - float(zp.max(initial=0)), self.range.hi - float(zp.min(initial=0))
@@ -74,21 +75,28 @@ class Quantizer:
         step = max(1, _BLOCK // max(1, x[0].size))
         for i in range(0, x.shape[0], step):
             out[i:i + step] = self._levels_block(x[i:i + step], scale[i:i + step], zp[i:i + step])
+            if done is not None:
+                done(x[i:i + step])
         return out
 
-    def _levels_block(self, x, scale, zp) -> np.ndarray:
-        y = x.astype(np.float64)  # one temporary, then everything in place
+    def _levels_block(self, x: np.ndarray, scale: np.ndarray, zp: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore"):  # NaN in a narrow float type: refused just below
+            y = x.astype(np.float64)  # one temporary, then everything in place
+        if not np.isfinite(y.sum()) and not np.isfinite(y).all():  # a sum of finite float32s cannot overflow
+            raise UnsupportedModelError(f"{self.node}: weight has NaN, Inf or non-numeric values")
         if self.integer_source:
-            return y - zp
+            return np.subtract(y, zp, out=y)
+        shifted = bool(zp.any())
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             np.divide(y, scale, out=y)
-            np.add(y, zp, out=y)
+            if shifted:
+                np.add(y, zp, out=y)
         if self.rounding == "BIPOLAR":
-            y = np.where(y >= 0, 1.0, -1.0)
-        else:
-            y = ROUNDING[self.rounding](y)
-            np.clip(y, self.range.lo, self.range.hi, out=y)
-        np.subtract(y, zp, out=y)
+            return np.where(y >= 0, 1.0, -1.0)
+        ROUNDING[self.rounding](y, out=y)
+        np.clip(y, self.range.lo, self.range.hi, out=y)
+        if shifted:
+            np.subtract(y, zp, out=y)
         return y
 
 
@@ -103,20 +111,30 @@ def symmetric(bits: int, weights: np.ndarray, node: str) -> Quantizer:
     return Quantizer(node, bits, grid, scale, np.zeros(()), "ROUND")
 
 
-def _round_half_up(y: np.ndarray) -> np.ndarray:
-    return np.floor(y + 0.5)
+def _half_up(y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    return np.floor(np.add(y, 0.5, out=out), out=out)
 
 
-ROUNDING = {
-    "ROUND": np.round,  # half to even, as qonnx and torch.round
-    "HALF_EVEN": np.round,
+def _half_down(y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    return np.ceil(np.subtract(y, 0.5, out=out), out=out)
+
+
+def _up(y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Away from zero."""
+    return np.copysign(np.ceil(np.abs(y)), y, out=out)
+
+
+# Each takes ``out=`` like a numpy ufunc, so whole blocks round in place.
+ROUNDING: dict[str, Callable[..., np.ndarray]] = {
+    "ROUND": np.rint,  # half to even, as qonnx and torch.round
+    "HALF_EVEN": np.rint,
     "CEIL": np.ceil,
     "FLOOR": np.floor,
     "ROUND_TO_ZERO": np.trunc,
     "DOWN": np.trunc,
-    "UP": lambda y: np.sign(y) * np.ceil(np.abs(y)),
-    "HALF_UP": _round_half_up,
-    "HALF_DOWN": lambda y: np.ceil(y - 0.5),
+    "UP": _up,
+    "HALF_UP": _half_up,
+    "HALF_DOWN": _half_down,
 }
 
 

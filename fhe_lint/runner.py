@@ -7,22 +7,27 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fhe_lint.errors import FheLintError
 from fhe_lint.report import FileReport, FixSummary, neuron_bits
 from fhe_lint.settings import Settings
 
+if TYPE_CHECKING:
+    import numpy as np
+
+    from fhe_lint.linter import LintResult
+
 
 def run_file(path: Path, settings: Settings, fix: bool = False, output: Path | None = None) -> FileReport:
     from fhe_lint.calibration import observed_ranges
     from fhe_lint.linter import lint_model
-    from fhe_lint.model_io import read_model, write_atomic, write_model
+    from fhe_lint.model_io import read_model, write_model
 
     try:
-        model = read_model(path)
-        result = lint_model(model, path, settings)
+        model, tensors = read_model(path)
+        result = lint_model(model, path, settings, tensors)
         data = None
         if settings.calibration is not None:
             from fhe_lint.execute import load_data
@@ -30,26 +35,25 @@ def run_file(path: Path, settings: Settings, fix: bool = False, output: Path | N
             data = load_data(settings.calibration)
         if not fix:
             return FileReport.of(result, observed=observed_ranges(result.analysis, data) if data is not None else None,
-                                 **_confirmations(model, result, data))
+                                 **_confirmations(result, data))
         from fhe_lint.fix import fix_model
 
-        outcome = fix_model(model, result, data)
+        outcome = fix_model(result, data)
         before = neuron_bits(result)
         observed = observed_ranges(outcome.result.analysis, data) if data is not None else None
         impact = {"agreement": outcome.agreement, "max_abs_change": outcome.max_abs_change}
         if outcome.refused:
             return FileReport.of(outcome.result, FixSummary(outcome.pruned, outcome.refused, bits_before=before,
-                                                            **impact), observed, **_confirmations(model, result, data))
+                                                            **impact), observed, **_confirmations(result, data))
         target: Path | None = output or path
         if outcome.model is not None:
-            write_model(outcome.model, path, target, outcome.touched)
+            write_model(outcome.model, model, tensors, target, outcome.touched)
         elif output is not None:
-            write_atomic(output, path.read_bytes())  # a clean model is copied byte for byte
+            write_model(model, model, tensors, output, frozenset())  # a clean model is copied as it is
         else:
             target = None
-        final = outcome.model if outcome.model is not None else model
         return FileReport.of(outcome.result, FixSummary(outcome.pruned, None, str(target) if target else None, before,
-                                                        **impact), observed, **_confirmations(final, outcome.result, data))
+                                                        **impact), observed, **_confirmations(outcome.result, data))
     except FheLintError as e:
         message = str(e)
         return FileReport(path, settings, error=message if message.startswith(str(path)) else f"{path}: {message}")
@@ -59,7 +63,7 @@ def run_file(path: Path, settings: Settings, fix: bool = False, output: Path | N
         return FileReport(path, settings, error=f"{path}: cannot analyse this model ({type(e).__name__}: {e})")
 
 
-def _confirmations(model, result, data) -> dict:
+def _confirmations(result: LintResult, data: np.ndarray | None) -> dict:
     """With --confirm: Concrete's own bit-widths per layer, or Concrete ML's verdict on the model."""
     mode = result.analysis.settings.confirm
     if mode is None:
@@ -67,7 +71,7 @@ def _confirmations(model, result, data) -> dict:
     from fhe_lint import confirm
 
     if mode == "network":
-        n = confirm.confirm_network(model, result.analysis, data)
+        n = confirm.confirm_network(result.analysis, data)
         return {"network": {"compiles": n.compiles, "max_bitwidth": n.max_bitwidth, "error": n.error}}
     def progress(i: int, n: int, name: str) -> None:  # compiling is the slow part: say which layer
         status(f"confirming {name} ({i}/{n}) with Concrete")
@@ -94,6 +98,8 @@ def run_files(jobs: list[tuple[Path, Settings]], fix: bool, output: Path | None,
     if processes <= 1 or len(work) <= 1:
         results = map(_run_args, work)
         return [_tick(r, i, len(work), progress) for i, r in enumerate(results, 1)]
+    from concurrent.futures import ProcessPoolExecutor
+
     with ProcessPoolExecutor(max_workers=min(processes, len(work))) as pool:
         return [_tick(r, i, len(work), progress) for i, r in enumerate(pool.map(_run_args, work), 1)]
 

@@ -91,7 +91,7 @@ def test_fix_properties(p, n_max):
     model = build(p)
     settings_ = Settings(n_max=n_max, max_prune=1.0)
     before = lint_model(model, Path("p.onnx"), settings_)
-    outcome = fix_model(model, before)
+    outcome = fix_model(before)
     (la0,) = before.analysis.layers
     violating = set(np.flatnonzero(la0.bounds.bits > n_max))
     if la0.bounds.omega < 1:  # FHE003: the bit-widths themselves are the problem
@@ -108,5 +108,5 @@ def test_fix_properties(p, n_max):
     assert set(np.flatnonzero(changed.any(axis=1))) <= violating  # only violating neurons change
     assert (d1[changed] == 0).all()  # they only lose weights
     assert (la1.bounds.bits <= n_max).all()  # the result passes
-    again = fix_model(outcome.model, lint_model(outcome.model, Path("p.onnx"), settings_))
+    again = fix_model(lint_model(outcome.model, Path("p.onnx"), settings_))
     assert again.model is None and again.pruned == {}  # fixing again changes nothing

@@ -59,7 +59,7 @@ def run(cases: int, seed: int = 0) -> tuple[Counter, list[str]]:
             model = parse_model(mutated, path)
             result = lint_model(model, path, settings)
             if result.fails(False):
-                fix_model(model, result)
+                fix_model(result)
             outcomes["linted"] += 1
         except FheLintError:
             outcomes["typed error"] += 1

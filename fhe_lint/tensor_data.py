@@ -1,0 +1,134 @@
+"""Tensor data that stays in its file: external-data references resolved by memory-mapping.
+
+A model's weights are read as views of mapped files, so loading copies nothing and memory holds
+only the pages being read; :meth:`TensorData.release` hands pages back once a weight has been
+quantized. The same references serve the model's own file (see ``protowire``) and ONNX external
+data files, and every location is checked to stay inside the model's directory.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from fhe_lint.errors import ModelLoadError
+
+# Element types stored one numpy item per element (the packed 2/4/6-bit ones are decoded by onnx).
+_PLAIN = frozenset({
+    onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
+    onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT16, onnx.TensorProto.UINT16,
+    onnx.TensorProto.INT32, onnx.TensorProto.UINT32, onnx.TensorProto.INT64, onnx.TensorProto.UINT64,
+    onnx.TensorProto.BOOL,
+})
+
+
+def is_external(tensor: onnx.TensorProto) -> bool:
+    return tensor.data_location == onnx.TensorProto.EXTERNAL
+
+
+class TensorData:
+    """Resolves the external tensors of models read from ``model_path``'s directory."""
+
+    def __init__(self, model_path: Path, model_map: mmap.mmap | None = None) -> None:
+        self.model_path = Path(os.path.realpath(model_path))
+        self.base = self.model_path.parent
+        self._maps: dict[Path, mmap.mmap] = {}
+        if model_map is not None:
+            self._maps[self.model_path] = model_map
+
+    def reference(self, tensor: onnx.TensorProto) -> tuple[Path, int, int]:
+        """(file, offset, length) of an external tensor, refusing any location outside the
+        model's directory and any range outside the file."""
+        info = {e.key: e.value for e in tensor.external_data}
+        location = info.get("location", "")
+        target = Path(os.path.realpath(self.base / location))
+        if not location or os.path.isabs(location) or not target.is_relative_to(self.base):
+            raise ModelLoadError(f"tensor {tensor.name!r} has external data outside the model's directory "
+                                 f"({location!r}); refusing to read it")
+        if not target.is_file():
+            raise ModelLoadError(f"tensor {tensor.name!r}: external data {location!r} is missing")
+        size = target.stat().st_size
+        try:
+            offset = int(info.get("offset", 0))
+            length = int(info["length"]) if "length" in info else size - offset
+        except ValueError as e:
+            raise ModelLoadError(f"tensor {tensor.name!r}: malformed external data offset/length") from e
+        if offset < 0 or length < 0 or offset + length > size:
+            raise ModelLoadError(f"tensor {tensor.name!r}: external data [{offset}, {offset + length}) "
+                                 f"is outside {location!r} ({size} bytes)")
+        return target, offset, length
+
+    def raw(self, tensor: onnx.TensorProto) -> memoryview:
+        """The stored bytes of an external tensor (a view of the mapped file)."""
+        path, offset, length = self.reference(tensor)
+        if length == 0:  # an empty file cannot be mapped
+            return memoryview(b"")
+        return memoryview(self._map(path))[offset:offset + length]
+
+    def array(self, tensor: onnx.TensorProto) -> np.ndarray:
+        """An external tensor's values: a read-only view of the file for plain element types."""
+        raw = self.raw(tensor)
+        if tensor.data_type in _PLAIN and sys.byteorder == "little" and not tensor.HasField("segment"):
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
+            count = int(np.prod(tensor.dims, dtype=np.int64))
+            if count * dtype.itemsize != len(raw):
+                raise ModelLoadError(f"tensor {tensor.name!r}: {len(raw)} bytes of external data for "
+                                     f"{count} elements of {dtype}")
+            return np.frombuffer(raw, dtype=dtype, count=count).reshape(tuple(tensor.dims))
+        return numpy_helper.to_array(self.embedded(tensor))
+
+    def embedded(self, tensor: onnx.TensorProto) -> onnx.TensorProto:
+        """A copy of ``tensor`` carrying its data itself (for writers and evaluators)."""
+        out = onnx.TensorProto()
+        out.CopyFrom(tensor)
+        if is_external(tensor):
+            out.raw_data = bytes(self.raw(tensor))
+            del out.external_data[:]
+            out.ClearField("data_location")
+        return out
+
+    def standalone(self, model: onnx.ModelProto) -> onnx.ModelProto:
+        """A copy of ``model`` with every external tensor's data embedded."""
+        from onnx import external_data_helper
+
+        out = onnx.ModelProto()
+        out.CopyFrom(model)
+        for t in external_data_helper._get_all_tensors(out):  # noqa: SLF001 - onnx's own walker
+            if is_external(t):
+                t.CopyFrom(self.embedded(t))
+        return out
+
+    def release(self, a: np.ndarray) -> None:
+        """Drop the pages behind ``a``, a view of a mapped file, from this process's memory;
+        they are read again from the page cache if ever touched."""
+        base = a.base
+        while isinstance(base, np.ndarray):
+            base = base.base
+        owner = base.obj if isinstance(base, memoryview) else None
+        if not isinstance(owner, mmap.mmap) or not hasattr(owner, "madvise"):
+            return
+        start = a.__array_interface__["data"][0] - np.frombuffer(owner, np.uint8, 1).__array_interface__["data"][0]
+        first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
+        last = (start + a.nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
+        if last > first:
+            owner.madvise(mmap.MADV_DONTNEED, first, last - first)
+
+    def _map(self, path: Path) -> mmap.mmap:
+        if path not in self._maps:
+            with open(path, "rb") as f:
+                self._maps[path] = map_file(f.fileno())
+        return self._maps[path]
+
+
+def map_file(fd: int) -> mmap.mmap:
+    """A read-only mapping of a whole (non-empty) file."""
+    try:
+        return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"cannot map the file: {e}") from e

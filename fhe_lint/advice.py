@@ -30,6 +30,9 @@ class BitAdvice:
         return "fits without pruning at " + " or ".join(parts)
 
 
+_BLOCK = 1 << 16  # elements per block of rows: index temporaries stay in cache
+
+
 def _fits(pos: np.ndarray, neg: np.ndarray, lo: int, hi: int, n_max: int) -> bool:
     """Whether the layer whose neurons' positive and negative tap sums are ``pos``/``neg`` fits."""
     if pos.size == 0:
@@ -43,14 +46,17 @@ def _tap_sums(d: np.ndarray):
     ``round(d * scale)``. Requantizing maps values to values, so for narrow weights a per-neuron
     table of value counts answers every scale at once; wide weights are re-summed block by block."""
     lo, hi = int(d.min(initial=0)), int(d.max(initial=0))
-    step = max(1, (1 << 20) // max(d.shape[1], 1))
+    step = max(1, _BLOCK // max(d.shape[1], 1))
     if hi - lo < 4096:
         values = np.arange(lo, hi + 1)
         counts = np.zeros((d.shape[0], values.size), dtype=np.int64)
+        # one bincount per block of rows, each row's values shifted into its own bins
+        offsets = (np.arange(step, dtype=np.int64) * values.size - lo)[:, None]
+        index_type = np.int32 if step * values.size < 2**31 else np.int64
         for i in range(0, d.shape[0], step):
-            block = d[i:i + step].astype(np.int64) - lo
-            block += np.arange(block.shape[0])[:, None] * values.size
-            counts[i:i + step] = np.bincount(block.ravel(), minlength=block.shape[0] * values.size).reshape(-1, values.size)
+            block = d[i:i + step]
+            index = np.add(block, offsets[:block.shape[0]], dtype=index_type)
+            counts[i:i + step] = np.bincount(index.ravel(), minlength=block.shape[0] * values.size).reshape(-1, values.size)
 
         def from_table(scale: float) -> tuple[np.ndarray, np.ndarray]:
             v = np.round(values * scale).astype(np.int64)

@@ -9,7 +9,7 @@ not being fixed is cloned first, so no other layer changes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx
@@ -51,34 +51,48 @@ def plan_layer(la: LayerAnalysis, n_max: int, nonzero_limit: int | None,
     """Smallest prefix (by |w|) of each violating neuron's non-zero taps whose removal fits it.
 
     Removing a tap shrinks both ends of the interval (0 lies in every tap's range), so the
-    bits needed never grow along the prefix and the first prefix that fits is the minimum.
+    bits needed never grow along the prefix: the prefix lengths that do not fit come first,
+    and counting them gives the cut. Rows are planned in blocks, so memory stays a few
+    weight-sized arrays whatever the layer's size.
     """
     weight = la.layer.weight
     rows = _violating(la, n_max, nonzero_limit)
     if rows.size == 0:
         return None
-    d = weight.d[rows]
-    importance = weight.magnitude()[rows] * (1.0 if activity is None else activity[rows])
-    order = np.argsort(np.where(d == 0, -1.0, importance), axis=1)  # quicksort: deterministic, 3x a stable sort
-    sorted_d = np.take_along_axis(d, order, axis=1)
-    x = tap_range(la.layer)
-    t_lo, t_hi = bounds.term_extremes(sorted_d, x.lo, x.hi)
+    magnitude = weight.magnitude()
+    index = weight.source_index()
+    x, (low, high) = tap_range(la.layer), bounds.window(n_max, la.bounds.signed)
+    step = max(1, _BLOCK // max(weight.d.shape[1], 1))
+    chosen = []
+    for start in range(0, rows.size, step):
+        r = rows[start:start + step]
+        d = weight.d[r]
+        importance = magnitude[r] if activity is None else (magnitude[r] * activity[r]).astype(np.float32)
+        # zero taps first (key 0), then by importance: +1 keeps a tap of importance 0 after them
+        order = np.argsort(np.where(d == 0, 0, importance.view(np.uint32) + np.uint32(1)), axis=1)
+        sorted_d = np.take_along_axis(d, order, axis=1)
+        t_lo, t_hi = bounds.term_extremes(sorted_d, x.lo, x.hi)
+        # taps to remove: enough of the prefix for each end (and the count) to come within limits
+        cut = np.maximum(_prefix_reaching(np.cumsum(t_hi, axis=1), la.bounds.hi[r] - high),
+                         _prefix_reaching(-np.cumsum(t_lo, axis=1), low - la.bounds.lo[r]))
+        if nonzero_limit is not None:
+            nonzero = np.cumsum(sorted_d != 0, axis=1)
+            cut = np.maximum(cut, _prefix_reaching(nonzero, la.bounds.nonzero[r] - nonzero_limit))
+        first = d.shape[1] - la.bounds.nonzero[r]  # the zero taps, sorted first, need no removing
+        count = np.maximum(cut - first, 0)
+        row = np.repeat(np.arange(r.size), count)
+        col = np.repeat(first - np.cumsum(count) + count, count) + np.arange(row.size)
+        chosen.append(index[r[row], order[row, col]])
+    return LayerPrune(la, np.concatenate(chosen))
 
-    def remaining(terms: np.ndarray, total: np.ndarray) -> np.ndarray:
-        removed = np.concatenate([np.zeros_like(terms[:, :1]), np.cumsum(terms, axis=1)], axis=1)
-        return total[:, None] - removed
 
-    rem_lo = remaining(t_lo, la.bounds.lo[rows])
-    rem_hi = remaining(t_hi, la.bounds.hi[rows])
-    low, high = bounds.window(n_max, la.bounds.signed)
-    fits = (rem_lo >= low) & (rem_hi <= high)
-    if nonzero_limit is not None:
-        fits &= remaining((sorted_d != 0).astype(np.int64), la.bounds.nonzero[rows]) <= nonzero_limit
-    cut = np.argmax(fits, axis=1)  # fits[:, -1] is True: nothing left fits anything
-    drop = (np.arange(d.shape[1])[None, :] < cut[:, None]) & (sorted_d != 0)
-    r, c = np.nonzero(drop)
-    cols = order[r, c]
-    return LayerPrune(la, weight.source_index()[rows[r], cols])
+def _prefix_reaching(cumulative: np.ndarray, need: np.ndarray) -> np.ndarray:
+    """Per row, the shortest prefix whose (non-decreasing) ``cumulative`` sum reaches ``need``."""
+    need = need.astype(cumulative.dtype)[:, None]
+    return np.where(need[:, 0] > 0, 1 + np.count_nonzero(cumulative < need, axis=1), 0)
+
+
+_BLOCK = 1 << 16  # taps planned at once: sort and prefix sums stay in cache
 
 
 def plan(analysis: ModelAnalysis, fix_budget: bool, activity: dict[str, np.ndarray] | None = None) -> list[LayerPrune]:
@@ -121,9 +135,13 @@ def _is_shared(graph: Graph, la: LayerAnalysis) -> bool:
 def _pruned_weights(graph: Graph, p: LayerPrune) -> np.ndarray:
     weight = p.layer.layer.weight
     w = graph.const(weight.source).copy()
-    q = weight.quantizer
-    w.flat[p.source_index] = q.pruned_values(w.shape).ravel()[p.source_index]
-    if (q.levels(w).ravel()[p.source_index] != 0).any():
+    flat, q = w.reshape(-1), weight.quantizer
+    # the quantizer as it applies to the pruned positions alone: only those are set and checked
+    params = [v.reshape(()) if v.size == 1 else np.broadcast_to(v, w.shape)[np.unravel_index(p.source_index, w.shape)]
+              for v in (q.scale, q.zero_point)]
+    pruned = replace(q, scale=params[0], zero_point=params[1])
+    flat[p.source_index] = pruned.pruned_values(p.source_index.shape)
+    if pruned.levels(flat[p.source_index]).any():
         raise FixError(
             f"{p.layer.name}: the weight zero-point lies outside the quantizer's range; "
             "a weight cannot be made to add nothing"

@@ -73,14 +73,17 @@ class WeightTensor:
         return self.quantizer.bits
 
     def magnitude(self) -> np.ndarray:
-        """|w| of the real-valued weights: the L1 pruning order."""
+        """|w| of the real-valued weights, the L1 pruning order, as float32: non-negative float32s
+        order like their bit patterns, so ``.view(np.uint32)`` sorts as integers."""
         q, w = self.quantizer, self.source_values
         real = (w - q.zero_point) * q.scale if q.integer_source else w
-        return self.layout(np.abs(real))
+        return self.layout(np.abs(real).astype(np.float32))
 
     def source_index(self) -> np.ndarray:
         """Each tap's flat position in the ``source`` constant."""
-        return self.layout(np.arange(self.source_values.size).reshape(self.source_values.shape))
+        size = self.source_values.size
+        flat = np.arange(size, dtype=np.int32 if size < 2**31 else np.int64)
+        return self.layout(flat.reshape(self.source_values.shape))
 
 
 @dataclass(frozen=True)

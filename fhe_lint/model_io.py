@@ -33,8 +33,9 @@ from fhe_lint.tensor_data import TensorData, is_external, map_file
 _ONNX_FIRST_BYTE = 0x08
 _PROTOBUF_LIMIT = 2**31
 # Initializers at least this large are read in place (mapped) rather than parsed into memory;
-# smaller ones (scales, shapes) are cheaper parsed, and shape inference needs their values.
-MAP_THRESHOLD = 64 * 1024
+# smaller ones (scales, shapes) are cheaper parsed, and shape inference needs their values
+# (the same threshold as onnx's own default for external data).
+MAP_THRESHOLD = 1024
 
 
 def read_model(path: Path, map_threshold: int = MAP_THRESHOLD) -> tuple[onnx.ModelProto, TensorData]:

@@ -100,7 +100,7 @@ class Quantizer:
         return y
 
 
-_BLOCK = 1 << 20  # elements per float64 block: 8 MiB of temporaries
+_BLOCK = 1 << 16  # elements per float64 block: 512 KiB of temporaries, which stay in cache
 
 
 def symmetric(bits: int, weights: np.ndarray, node: str) -> Quantizer:

@@ -41,11 +41,11 @@ def check(analysis: ModelAnalysis) -> Iterator[Diagnostic]:
         if b is None:
             continue
         kind = "signed" if b.signed else "unsigned"
-        for k in np.flatnonzero(b.bits > n_max):
-            lo, hi, bits = int(b.lo[k]), int(b.hi[k]), int(b.bits[k])
+        over = np.flatnonzero(b.bits > n_max)
+        for k, lo, hi, bits in zip(over.tolist(), b.lo[over].tolist(), b.hi[over].tolist(), b.bits[over].tolist()):
             yield RULE.diagnostic(
                 f"worst-case accumulator [{lo}, {hi}] needs {bits} bits ({kind} layer) > n_max {n_max}",
-                node=la.name, neuron=int(k), bits=bits, limit=n_max, range=[lo, hi],
+                node=la.name, neuron=k, bits=bits, limit=n_max, range=[lo, hi],
             )
 
 

@@ -91,10 +91,11 @@ def main() -> None:
     big_mlp = mlp([4096, 4096, 2048, 2048, 1024, 10])
     onnx.save(big_mlp, args.out / "mlp_25m.onnx")
     onnx.save(cnn([3, 128, 256, 256, 512, 512, 512, 512, 512], fc=10), args.out / "cnn_10m.onnx")
-    onnx.save(mlp([1024, 1024, 512, 10]), args.out / "mlp_ext.onnx", save_as_external_data=True,
-              all_tensors_to_one_file=True, location="mlp_ext.data", size_threshold=1024)
+    # the same MLP with its weights in an external data file (the layout of models past 2 GiB)
+    onnx.save(big_mlp, args.out / "mlp_25m_ext.onnx", save_as_external_data=True,
+              all_tensors_to_one_file=True, location="mlp_25m_ext.data", size_threshold=1024)
     for f in sorted(args.out.glob("*.onnx")):
-        print(f.name, weight_count(onnx.load(f, load_external_data=False)) if "ext" not in f.name else "", f.stat().st_size)
+        print(f.name, weight_count(onnx.load(f, load_external_data=False)), f.stat().st_size)
 
 
 if __name__ == "__main__":

@@ -140,8 +140,9 @@ def _pruned_weights(graph: Graph, p: LayerPrune) -> np.ndarray:
     params = [v.reshape(()) if v.size == 1 else np.broadcast_to(v, w.shape)[np.unravel_index(p.source_index, w.shape)]
               for v in (q.scale, q.zero_point)]
     pruned = replace(q, scale=params[0], zero_point=params[1])
-    flat[p.source_index] = pruned.pruned_values(p.source_index.shape)
-    if pruned.levels(flat[p.source_index]).any():
+    values = pruned.pruned_values(p.source_index.shape)
+    flat[p.source_index] = values
+    if pruned.levels(values).any():
         raise FixError(
             f"{p.layer.name}: the weight zero-point lies outside the quantizer's range; "
             "a weight cannot be made to add nothing"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import secrets
 import shutil
 import stat
 import tempfile
@@ -260,7 +259,7 @@ def _open_temp(target: Path, mode: int) -> tuple[int, Path | None]:
 
 def _name_unnamed(fd: int, target: Path) -> Path:
     """linkat(AT_SYMLINK_FOLLOW) of an O_TMPFILE file; a dir fd makes Python use linkat."""
-    name = f".{target.name}.{secrets.token_hex(6)}.tmp"
+    name = f".{target.name}.{os.urandom(6).hex()}.tmp"
     dir_fd = os.open(target.parent, os.O_RDONLY)
     try:
         os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dir_fd, follow_symlinks=True)

@@ -18,10 +18,10 @@ if TYPE_CHECKING:
     import numpy as np
 
     from fhe_lint.linter import LintResult
+    from fhe_lint.quantizers import IntRange
 
 
 def run_file(path: Path, settings: Settings, fix: bool = False, output: Path | None = None) -> FileReport:
-    from fhe_lint.calibration import observed_ranges
     from fhe_lint.linter import lint_model
     from fhe_lint.model_io import read_model, write_model
 
@@ -34,13 +34,12 @@ def run_file(path: Path, settings: Settings, fix: bool = False, output: Path | N
 
             data = load_data(settings.calibration)
         if not fix:
-            return FileReport.of(result, observed=observed_ranges(result.analysis, data) if data is not None else None,
-                                 **_confirmations(result, data))
+            return FileReport.of(result, observed=_observed(result, data), **_confirmations(result, data))
         from fhe_lint.fix import fix_model
 
         outcome = fix_model(result, data)
         before = neuron_bits(result)
-        observed = observed_ranges(outcome.result.analysis, data) if data is not None else None
+        observed = _observed(outcome.result, data)
         impact = {"agreement": outcome.agreement, "max_abs_change": outcome.max_abs_change}
         if outcome.refused:
             return FileReport.of(outcome.result, FixSummary(outcome.pruned, outcome.refused, bits_before=before,
@@ -61,6 +60,15 @@ def run_file(path: Path, settings: Settings, fix: bool = False, output: Path | N
         return FileReport(path, settings, error=f"{path}: out of memory while analysing the model")
     except Exception as e:  # noqa: BLE001 - a linter must report, not crash, on any model
         return FileReport(path, settings, error=f"{path}: cannot analyse this model ({type(e).__name__}: {e})")
+
+
+def _observed(result: LintResult, data: np.ndarray | None) -> dict[str, IntRange] | None:
+    """With --calibration: each layer's accumulator range over the data."""
+    if data is None:
+        return None
+    from fhe_lint.calibration import observed_ranges
+
+    return observed_ranges(result.analysis, data)
 
 
 def _confirmations(result: LintResult, data: np.ndarray | None) -> dict:

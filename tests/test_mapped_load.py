@@ -162,3 +162,34 @@ def test_data_files_outside_the_directory_are_refused_by_the_reader(tmp_path):
     t.external_data.add(key="location", value="../secret")
     with pytest.raises(Exception, match="outside the model's directory"):
         TensorData(d / "m.onnx").reference(t)
+
+
+def test_external_data_past_2_gib(tmp_path):
+    """A model whose data file is larger than protobuf's 2 GiB limit (sparse: no disk used), its
+    tensors beyond that offset: linted like the original, and fixed."""
+    d = tmp_path / "big"
+    d.mkdir()
+    model = onnx.load(FIXTURES / "mlp_w6a6_unsigned_in.onnx")
+    onnx.save(model, d / "m.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
+              location="m.data", size_threshold=0)
+    small = (d / "m.data").read_bytes()
+    base = 2**31 + 4096
+    with open(d / "m.data", "wb") as f:
+        f.truncate(base + len(small) + 2**20)
+        f.seek(base)
+        f.write(small)
+    ext = onnx.load(d / "m.onnx", load_external_data=False)
+    for t in ext.graph.initializer:
+        for e in t.external_data:
+            if e.key == "offset":
+                e.value = str(int(e.value) + base)
+    onnx.save(ext, d / "m.onnx")
+    assert (d / "m.data").stat().st_size > 2**31
+    rc, rep = lint_json(d / "m.onnx")
+    rc0, rep0 = lint_json(FIXTURES / "mlp_w6a6_unsigned_in.onnx")
+    assert rc == rc0 == 1
+    assert [la["accumulator_range"] for la in rep["files"][0]["layers"]] == \
+        [la["accumulator_range"] for la in rep0["files"][0]["layers"]]
+    p = run_cli(d / "m.onnx", "--fix", "-o", tmp_path / "fixed.onnx")  # in place would copy the 2 GiB
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert lint_json(tmp_path / "fixed.onnx")[0] == 0

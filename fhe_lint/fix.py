@@ -60,39 +60,69 @@ def plan_layer(la: LayerAnalysis, n_max: int, nonzero_limit: int | None,
     if rows.size == 0:
         return None
     magnitude = weight.magnitude()
-    index = weight.source_index()
+    index = np.ascontiguousarray(weight.source_index()).reshape(-1)
     x, (low, high) = tap_range(la.layer), bounds.window(n_max, la.bounds.signed)
-    step = max(1, _BLOCK // max(weight.d.shape[1], 1))
+    n = weight.d.shape[1]
+    # Each tap is sorted as one uint64: importance bits, then its column, then (int8 levels) its
+    # value, so one in-place sort yields the order, the columns and the values at once.
+    packed = weight.d.dtype == np.int8 and n < 2**24
+    columns = np.arange(n, dtype=np.uint64) << np.uint64(8 if packed else 0)
+    terms = _term_table(x.lo, x.hi, n) if packed else None
+    step = max(1, _BLOCK // max(n, 1))
     chosen = []
     for start in range(0, rows.size, step):
         r = rows[start:start + step]
         d = weight.d[r]
         importance = magnitude[r] if activity is None else (magnitude[r] * activity[r]).astype(np.float32)
         # zero taps first (key 0), then by importance: +1 keeps a tap of importance 0 after them
-        order = np.argsort(np.where(d == 0, 0, importance.view(np.uint32) + np.uint32(1)), axis=1)
-        sorted_d = np.take_along_axis(d, order, axis=1)
-        t_lo, t_hi = bounds.term_extremes(sorted_d, x.lo, x.hi)
-        # taps to remove: enough of the prefix for each end (and the count) to come within limits
-        cut = np.maximum(_prefix_reaching(np.cumsum(t_hi, axis=1), la.bounds.hi[r] - high),
-                         _prefix_reaching(-np.cumsum(t_lo, axis=1), low - la.bounds.lo[r]))
+        key = np.where(d == 0, np.uint32(0), importance.view(np.uint32) + np.uint32(1)).astype(np.uint64)
+        key <<= np.uint64(32)
+        key |= columns
+        if packed:
+            key |= d.view(np.uint8)
+        key.sort(axis=1)
+        if packed:
+            value = key.astype(np.uint8)
+            raises_lo, lowers_hi = np.take(terms[0], value), np.take(terms[1], value)
+        else:
+            t_lo, t_hi = bounds.term_extremes(np.take_along_axis(d, (key & _LOW32).astype(np.intp), axis=1), x.lo, x.hi)
+            raises_lo, lowers_hi = -t_lo, t_hi
+        # taps to remove: enough of the prefix for each end to come within limits
+        cut = np.maximum(_prefix_reaching(np.cumsum(lowers_hi, axis=1, dtype=lowers_hi.dtype), la.bounds.hi[r] - high),
+                         _prefix_reaching(np.cumsum(raises_lo, axis=1, dtype=raises_lo.dtype), low - la.bounds.lo[r]))
         if nonzero_limit is not None:
-            nonzero = np.cumsum(sorted_d != 0, axis=1)
-            cut = np.maximum(cut, _prefix_reaching(nonzero, la.bounds.nonzero[r] - nonzero_limit))
-        first = d.shape[1] - la.bounds.nonzero[r]  # the zero taps, sorted first, need no removing
-        count = np.maximum(cut - first, 0)
-        row = np.repeat(np.arange(r.size), count)
-        col = np.repeat(first - np.cumsum(count) + count, count) + np.arange(row.size)
-        chosen.append(index[r[row], order[row, col]])
+            cut = np.maximum(cut, _prefix_reaching(np.cumsum(key >= np.uint64(1 << 32), axis=1),
+                                                   la.bounds.nonzero[r] - nonzero_limit))
+        first = n - la.bounds.nonzero[r]  # the zero taps, sorted first, need no removing
+        slot = np.arange(n)
+        dropped = key[(slot >= first[:, None]) & (slot < cut[:, None])]
+        position = ((dropped >> np.uint64(8)) & _COLUMN if packed else dropped & _LOW32).astype(np.intp)
+        position += np.repeat(r * n, np.maximum(cut - first, 0))
+        chosen.append(np.take(index, position))
     return LayerPrune(la, np.concatenate(chosen))
+
+
+_BLOCK = 1 << 16  # taps planned at once: sort and prefix sums stay in cache
+_LOW32, _COLUMN = np.uint64(2**32 - 1), np.uint64(2**24 - 1)
+
+
+def _term_table(x_lo: int, x_hi: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """For every int8 tap value ``d``, indexed by its byte (``d.view(np.uint8)``): how much removing
+    the tap raises the interval's low end (``-min(d * x)``) and lowers its high end
+    (``max(d * x)``), both >= 0, in the narrowest type whose sums over ``n`` taps cannot wrap."""
+    d = np.arange(256, dtype=np.uint8).view(np.int8).astype(np.int64)
+    at_lo, at_hi = d * x_lo, d * x_hi
+    peak = int(np.abs(np.concatenate([at_lo, at_hi])).max()) * n
+    dtype = np.int32 if peak < 2**31 else np.int64 if peak < 2**62 else object
+    return (-np.minimum(at_lo, at_hi)).astype(dtype), np.maximum(at_lo, at_hi).astype(dtype)
 
 
 def _prefix_reaching(cumulative: np.ndarray, need: np.ndarray) -> np.ndarray:
     """Per row, the shortest prefix whose (non-decreasing) ``cumulative`` sum reaches ``need``."""
+    if cumulative.dtype != object:  # a need past what the sums can hold is out of reach anyway
+        need = np.clip(need, 0, np.iinfo(cumulative.dtype).max)
     need = need.astype(cumulative.dtype)[:, None]
     return np.where(need[:, 0] > 0, 1 + np.count_nonzero(cumulative < need, axis=1), 0)
-
-
-_BLOCK = 1 << 16  # taps planned at once: sort and prefix sums stay in cache
 
 
 def plan(analysis: ModelAnalysis, fix_budget: bool, activity: dict[str, np.ndarray] | None = None) -> list[LayerPrune]:
@@ -190,7 +220,8 @@ def apply(graph: Graph, prunes: list[LayerPrune]) -> tuple[onnx.ModelProto, froz
 
 def _tensor(values: np.ndarray, name: str, original: onnx.TensorProto) -> onnx.TensorProto:
     """``values`` stored with the original element type (int4 stays int4, float16 stays float16)."""
-    t = numpy_helper.from_array(values.astype(onnx.helper.tensor_dtype_to_np_dtype(original.data_type)), name)
+    t = numpy_helper.from_array(values.astype(onnx.helper.tensor_dtype_to_np_dtype(original.data_type), copy=False),
+                                name)
     t.doc_string = original.doc_string
     return t
 

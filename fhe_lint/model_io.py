@@ -166,9 +166,10 @@ def write_model(fixed: onnx.ModelProto, original: onnx.ModelProto, data: TensorD
     for t in fixed.graph.initializer:
         if t.name in touched and t.name in files:
             file, offset, length = files[t.name]
-            if len(t.raw_data) != length or is_external(t):
+            raw = t.raw_data  # a copy on every access: read once
+            if len(raw) != length or is_external(t):
                 raise FixError(f"{source}: tensor {t.name!r} changed size; cannot patch it in place")
-            patches.setdefault(file, []).append((offset, t.raw_data))
+            patches.setdefault(file, []).append((offset, raw))
     external_files = {file for file, _, _ in files.values()} - {source}
     only_data_changed = [t.name for t in fixed.graph.initializer] == [t.name for t in original.graph.initializer] \
         and len(fixed.graph.node) == len(original.graph.node) and touched <= files.keys()
@@ -197,14 +198,34 @@ def write_model(fixed: onnx.ModelProto, original: onnx.ModelProto, data: TensorD
 def _write_patched(source: Path, target: Path, changes: list[tuple[int, bytes]]) -> None:
     """Replace ``target`` by a copy of ``source`` with ``changes`` (offset, bytes) applied, atomically."""
 
-    def fill(f) -> None:
+    def fill(f: BinaryIO) -> None:
         with open(source, "rb") as src:
-            shutil.copyfileobj(src, f, 1 << 24)
+            _copy(src, f)
         for offset, chunk in changes:
             f.seek(offset)
             f.write(chunk)
 
     write_atomic(target, fill)
+
+
+def _copy(src: BinaryIO, dst: BinaryIO) -> None:
+    """Copy a whole file in the kernel where it can (no pass through Python's memory)."""
+    size = os.fstat(src.fileno()).st_size
+    try:
+        done = 0
+        while done < size:
+            n = os.copy_file_range(src.fileno(), dst.fileno(), size - done, done, done)
+            if n == 0:
+                break
+            done += n
+        dst.seek(done)
+        if done == size:
+            return
+    except (AttributeError, OSError):  # no copy_file_range here, or not between these files
+        dst.seek(0)
+        dst.truncate()
+    src.seek(0)
+    shutil.copyfileobj(src, dst, 1 << 24)
 
 
 def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:

@@ -9,7 +9,11 @@ not being fixed is cloned first, so no other layer changes.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import numpy as np
 import onnx
@@ -20,6 +24,8 @@ from fhe_lint.analysis import LayerAnalysis, ModelAnalysis, tap_range
 from fhe_lint.errors import FixError
 from fhe_lint.graph import Graph
 from fhe_lint.linter import LintResult, lint_model
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -52,8 +58,8 @@ def plan_layer(la: LayerAnalysis, n_max: int, nonzero_limit: int | None,
 
     Removing a tap shrinks both ends of the interval (0 lies in every tap's range), so the
     bits needed never grow along the prefix: the prefix lengths that do not fit come first,
-    and counting them gives the cut. Rows are planned in blocks, so memory stays a few
-    weight-sized arrays whatever the layer's size.
+    and counting them gives the cut. Rows are planned in blocks, on every core, so memory stays
+    a few weight-sized arrays whatever the layer's size.
     """
     weight = la.layer.weight
     rows = _violating(la, n_max, nonzero_limit)
@@ -69,9 +75,8 @@ def plan_layer(la: LayerAnalysis, n_max: int, nonzero_limit: int | None,
     columns = np.arange(n, dtype=np.uint64) << np.uint64(8 if packed else 0)
     terms = _term_table(x.lo, x.hi, n) if packed else None
     step = max(1, _BLOCK // max(n, 1))
-    chosen = []
-    for start in range(0, rows.size, step):
-        r = rows[start:start + step]
+
+    def plan_rows(r: np.ndarray) -> np.ndarray:
         d = weight.d[r]
         importance = magnitude[r] if activity is None else (magnitude[r] * activity[r]).astype(np.float32)
         # zero taps first (key 0), then by importance: +1 keeps a tap of importance 0 after them
@@ -98,8 +103,19 @@ def plan_layer(la: LayerAnalysis, n_max: int, nonzero_limit: int | None,
         dropped = key[(slot >= first[:, None]) & (slot < cut[:, None])]
         position = ((dropped >> np.uint64(8)) & _COLUMN if packed else dropped & _LOW32).astype(np.intp)
         position += np.repeat(r * n, np.maximum(cut - first, 0))
-        chosen.append(np.take(index, position))
-    return LayerPrune(la, np.concatenate(chosen))
+        return np.take(index, position)
+
+    blocks = [rows[i:i + step] for i in range(0, rows.size, step)]
+    return LayerPrune(la, np.concatenate(_in_threads(plan_rows, blocks)))
+
+
+def _in_threads(fn: Callable[[T], np.ndarray], items: list[T]) -> list[np.ndarray]:
+    """``[fn(i) for i in items]`` on every core: numpy's sorts and scans release the GIL."""
+    workers = min(len(items), os.cpu_count() or 1, 8)
+    if workers <= 1:
+        return [fn(i) for i in items]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(fn, items))
 
 
 _BLOCK = 1 << 16  # taps planned at once: sort and prefix sums stay in cache

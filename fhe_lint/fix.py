@@ -186,7 +186,8 @@ def _pruned_weights(graph: Graph, p: LayerPrune) -> np.ndarray:
     params = [v.reshape(()) if v.size == 1 else np.broadcast_to(v, w.shape)[np.unravel_index(p.source_index, w.shape)]
               for v in (q.scale, q.zero_point)]
     pruned = replace(q, scale=params[0], zero_point=params[1])
-    values = pruned.pruned_values(p.source_index.shape)
+    # one value (and one check) when the parameters are scalars, else one per pruned position
+    values = pruned.pruned_values(np.broadcast_shapes(*(v.shape for v in params)))
     flat[p.source_index] = values
     if pruned.levels(values).any():
         raise FixError(

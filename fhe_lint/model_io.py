@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import shutil
 import stat
 import tempfile
 from collections.abc import Callable
@@ -63,7 +62,7 @@ def read_model(path: Path, map_threshold: int = MAP_THRESHOLD) -> tuple[onnx.Mod
         raise ModelLoadError(f"{path}: cannot read: {e.strerror or e}") from e
     data = TensorData(path, mapped)
     try:
-        model = protowire.parse_leaving_weights(memoryview(mapped), path.name, map_threshold)
+        model = protowire.parse_leaving_weights(memoryview(mapped), data.model_path.name, map_threshold)
     except DecodeError:
         model = None  # protobuf's own parse below says what is wrong
     if model is None:
@@ -175,9 +174,9 @@ def write_model(fixed: onnx.ModelProto, original: onnx.ModelProto, data: TensorD
         and len(fixed.graph.node) == len(original.graph.node) and touched <= files.keys()
     if only_data_changed and (same or not external_files):
         for file in external_files & patches.keys():
-            _write_patched(file, file, patches[file])
+            _write_patched(data, file, file, patches[file])
         if not same or source in patches:
-            _write_patched(source, target, patches.get(source, []))
+            _write_patched(data, source, target, patches.get(source, []))
         return
     out = onnx.ModelProto()
     out.CopyFrom(fixed)
@@ -191,41 +190,21 @@ def write_model(fixed: onnx.ModelProto, original: onnx.ModelProto, data: TensorD
         raise FixError(f"{target}: the fixed model is past 2 GiB with its data embedded; fix it in place instead")
     if same:
         for file in external_files & patches.keys():
-            _write_patched(file, file, patches[file])
+            _write_patched(data, file, file, patches[file])
     write_atomic(target, out.SerializeToString())
 
 
-def _write_patched(source: Path, target: Path, changes: list[tuple[int, bytes]]) -> None:
-    """Replace ``target`` by a copy of ``source`` with ``changes`` (offset, bytes) applied, atomically."""
+def _write_patched(data: TensorData, source: Path, target: Path, changes: list[tuple[int, bytes]]) -> None:
+    """Replace ``target`` by the bytes of ``source`` as read (its mapping: a file replaced since is
+    not mixed in), with ``changes`` (offset, bytes) applied, atomically."""
 
     def fill(f: BinaryIO) -> None:
-        with open(source, "rb") as src:
-            _copy(src, f)
+        data.copy_file(source, f)
         for offset, chunk in changes:
             f.seek(offset)
             f.write(chunk)
 
     write_atomic(target, fill)
-
-
-def _copy(src: BinaryIO, dst: BinaryIO) -> None:
-    """Copy a whole file in the kernel where it can (no pass through Python's memory)."""
-    size = os.fstat(src.fileno()).st_size
-    try:
-        done = 0
-        while done < size:
-            n = os.copy_file_range(src.fileno(), dst.fileno(), size - done, done, done)
-            if n == 0:
-                break
-            done += n
-        dst.seek(done)
-        if done == size:
-            return
-    except (AttributeError, OSError):  # no copy_file_range here, or not between these files
-        dst.seek(0)
-        dst.truncate()
-    src.seek(0)
-    shutil.copyfileobj(src, dst, 1 << 24)
 
 
 def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:

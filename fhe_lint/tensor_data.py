@@ -12,6 +12,7 @@ import mmap
 import os
 import sys
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import onnx
@@ -26,6 +27,9 @@ _PLAIN = frozenset({
     onnx.TensorProto.INT32, onnx.TensorProto.UINT32, onnx.TensorProto.INT64, onnx.TensorProto.UINT64,
     onnx.TensorProto.BOOL,
 })
+
+
+_COPY_CHUNK = 64 << 20  # a multiple of every page size
 
 
 def is_external(tensor: onnx.TensorProto) -> bool:
@@ -51,9 +55,12 @@ class TensorData:
         if not location or os.path.isabs(location) or not target.is_relative_to(self.base):
             raise ModelLoadError(f"tensor {tensor.name!r} has external data outside the model's directory "
                                  f"({location!r}); refusing to read it")
-        if not target.is_file():
+        if target in self._maps:  # once mapped, the mapping is what is read, whatever the path holds now
+            size = len(self._maps[target])
+        elif target.is_file():
+            size = target.stat().st_size
+        else:
             raise ModelLoadError(f"tensor {tensor.name!r}: external data {location!r} is missing")
-        size = target.stat().st_size
         try:
             offset = int(info.get("offset", 0))
             length = int(info["length"]) if "length" in info else size - offset
@@ -118,6 +125,14 @@ class TensorData:
         last = (start + a.nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
         if last > first:
             owner.madvise(mmap.MADV_DONTNEED, first, last - first)
+
+    def copy_file(self, path: Path, out: BinaryIO) -> None:
+        """Write the whole mapped ``path`` to ``out`` in chunks, each leaving memory once written."""
+        mapped = self._map(path)
+        for start in range(0, len(mapped), _COPY_CHUNK):
+            out.write(memoryview(mapped)[start:start + _COPY_CHUNK])
+            if hasattr(mapped, "madvise"):
+                mapped.madvise(mmap.MADV_DONTNEED, start, min(_COPY_CHUNK, len(mapped) - start))
 
     def _map(self, path: Path) -> mmap.mmap:
         if path not in self._maps:

@@ -193,3 +193,26 @@ def test_external_data_past_2_gib(tmp_path):
     p = run_cli(d / "m.onnx", "--fix", "-o", tmp_path / "fixed.onnx")  # in place would copy the 2 GiB
     assert p.returncode == 0, p.stdout + p.stderr
     assert lint_json(tmp_path / "fixed.onnx")[0] == 0
+
+
+def test_fix_writes_the_model_it_read_even_if_the_file_was_replaced_since(tmp_path):
+    src = _big_overflowing_model(tmp_path / "m.onnx")
+    original = src.read_bytes()
+    model, data = read_model(src)
+    outcome = fix_model(lint_model(model, src, Settings(max_prune=1.0), data))
+    replacement = tmp_path / "other.onnx"
+    shutil.copy(FIXTURES / "mlp_w2a2.onnx", replacement)
+    replacement.replace(src)  # another writer renames a different model over it meanwhile
+    write_model(outcome.model, model, data, tmp_path / "out.onnx", outcome.touched)
+    written = (tmp_path / "out.onnx").read_bytes()
+    assert len(written) == len(original)
+    _assert_same_content(onnx.load(tmp_path / "out.onnx"), data.standalone(outcome.model))
+
+
+def test_model_symlinked_from_another_directory(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "links").mkdir()
+    src = _big_overflowing_model(tmp_path / "real" / "m.onnx")
+    link = tmp_path / "links" / "alias.onnx"
+    link.symlink_to(src)
+    assert lint_json(link)[1]["files"][0]["layers"] == lint_json(src)[1]["files"][0]["layers"]

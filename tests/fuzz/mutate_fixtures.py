@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import traceback
 from collections import Counter
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 from fhe_lint.errors import FheLintError
 from fhe_lint.fix import fix_model
 from fhe_lint.linter import lint_model
-from fhe_lint.model_io import parse_model
+from fhe_lint.model_io import read_model
 from fhe_lint.settings import Settings
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "brevitas"
@@ -52,20 +53,23 @@ def run(cases: int, seed: int = 0) -> tuple[Counter, list[str]]:
     outcomes: Counter = Counter()
     crashes: list[str] = []
     settings = Settings(max_prune=1.0)
-    for case in range(cases):
-        path, data = originals[case % len(originals)]
-        mutated = mutate(data, rng)
-        try:
-            model = parse_model(mutated, path)
-            result = lint_model(model, path, settings)
-            if result.fails(False):
-                fix_model(result)
-            outcomes["linted"] += 1
-        except FheLintError:
-            outcomes["typed error"] += 1
-        except Exception:  # noqa: BLE001 - that is what we are looking for
-            outcomes["CRASH"] += 1
-            crashes.append(f"case {case} ({path.name}):\n{traceback.format_exc(limit=-3)}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for case in range(cases):
+            path, data = originals[case % len(originals)]
+            target = Path(tmp) / path.name  # read from a file: the mapped reader is what users run
+            target.unlink(missing_ok=True)  # a new file: the last case's mapping keeps the old one
+            target.write_bytes(mutate(data, rng))
+            try:
+                model, tensors = read_model(target)
+                result = lint_model(model, target, settings, tensors)
+                if result.fails(False):
+                    fix_model(result)
+                outcomes["linted"] += 1
+            except FheLintError:
+                outcomes["typed error"] += 1
+            except Exception:  # noqa: BLE001 - that is what we are looking for
+                outcomes["CRASH"] += 1
+                crashes.append(f"case {case} ({path.name}):\n{traceback.format_exc(limit=-3)}")
     return outcomes, crashes
 
 

@@ -63,7 +63,7 @@ def read_model(path: Path, map_threshold: int = MAP_THRESHOLD) -> tuple[onnx.Mod
     data = TensorData(path, mapped)
     try:
         model = protowire.parse_leaving_weights(memoryview(mapped), data.model_path.name, map_threshold)
-    except DecodeError:
+    except (DecodeError, RuntimeError, ValueError):
         model = None  # protobuf's own parse below says what is wrong
     if model is None:
         return parse_model(bytes(mapped), path), data

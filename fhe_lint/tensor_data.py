@@ -27,8 +27,6 @@ _PLAIN = frozenset({
     onnx.TensorProto.INT32, onnx.TensorProto.UINT32, onnx.TensorProto.INT64, onnx.TensorProto.UINT64,
     onnx.TensorProto.BOOL,
 })
-
-
 _COPY_CHUNK = 64 << 20  # a multiple of every page size
 
 

@@ -42,11 +42,11 @@ def check(analysis: ModelAnalysis) -> Iterator[Diagnostic]:
         if b is None or b.omega is None or b.omega < 1:  # Omega < 1 is FHE003; pools have no weights
             continue
         limit = nonzero_budget(b.omega, multiplier)
-        for k in np.flatnonzero(b.nonzero > limit):
-            count = int(b.nonzero[k])
+        over = np.flatnonzero(b.nonzero > limit)
+        for k, count in zip(over.tolist(), b.nonzero[over].tolist()):
             yield RULE.diagnostic(
                 f"{count} non-zero weights > budget {limit} = floor(Omega {b.omega} x {multiplier:g})",
-                node=la.name, neuron=int(k), nonzero=count, limit=limit, omega=b.omega,
+                node=la.name, neuron=k, nonzero=count, limit=limit, omega=b.omega,
             )
 
 

@@ -9,11 +9,7 @@ not being fixed is cloned first, so no other layer changes.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import TypeVar
 
 import numpy as np
 import onnx
@@ -24,8 +20,7 @@ from fhe_lint.analysis import LayerAnalysis, ModelAnalysis, tap_range
 from fhe_lint.errors import FixError
 from fhe_lint.graph import Graph
 from fhe_lint.linter import LintResult, lint_model
-
-T = TypeVar("T")
+from fhe_lint.parallel import map_blocks
 
 
 @dataclass(frozen=True)
@@ -106,16 +101,7 @@ def plan_layer(la: LayerAnalysis, n_max: int, nonzero_limit: int | None,
         return np.take(index, position)
 
     blocks = [rows[i:i + step] for i in range(0, rows.size, step)]
-    return LayerPrune(la, np.concatenate(_in_threads(plan_rows, blocks)))
-
-
-def _in_threads(fn: Callable[[T], np.ndarray], items: list[T]) -> list[np.ndarray]:
-    """``[fn(i) for i in items]`` on every core: numpy's sorts and scans release the GIL."""
-    workers = min(len(items), os.cpu_count() or 1, 8)
-    if workers <= 1:
-        return [fn(i) for i in items]
-    with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(fn, items))
+    return LayerPrune(la, np.concatenate(map_blocks(plan_rows, blocks)))
 
 
 _BLOCK = 1 << 16  # taps planned at once: sort and prefix sums stay in cache

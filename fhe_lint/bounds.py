@@ -23,7 +23,8 @@ def _exact_dtype(d: np.ndarray, x_lo: int, x_hi: int) -> type | np.dtype:
     """int64 when no partial sum can wrap, else Python ints (object) for exactness."""
     if d.size == 0:
         return np.int64
-    max_term = int(np.abs(d).max(initial=0)) * max(abs(x_lo), abs(x_hi))
+    peak = max(-int(d.min(initial=0)), int(d.max(initial=0)))  # no np.abs: abs(int8 -128) wraps
+    max_term = peak * max(abs(x_lo), abs(x_hi))
     return np.int64 if max_term * max(d.shape[-1], 1) < _INT64_SAFE else object
 
 

@@ -9,7 +9,8 @@
 5. Concrete ML compile time / fhe-lint time on the same fixture         target >= 100
    (measured with --concrete-python, a Python that has concrete-ml; else Concrete ML's own
    recorded compile time from the fixtures' truth.json, marked as recorded)
-Each figure is the median of --repeat runs, each in a fresh process (start-up included).
+Each time is the best of --repeat runs, each in a fresh process (start-up included): as for
+timeit, noise from a shared machine only ever adds time, so the minimum is the most repeatable.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import argparse
 import compileall
 import json
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,14 +41,17 @@ _BASELINE = ("import sys, onnx; from onnx import numpy_helper; m = onnx.load(sys
              "arrays = [numpy_helper.to_array(t) for t in m.graph.initializer]")
 
 
-def measure(cmd: list[str], repeat: int) -> tuple[float, int]:
-    """Median wall seconds and max peak RSS bytes of ``cmd`` over ``repeat`` fresh processes."""
-    runs = []
+def measure(*cmds: list[str], repeat: int) -> list[tuple[float, int]]:
+    """Per command, the best wall seconds and the max peak RSS bytes over ``repeat`` fresh
+    processes. Commands run in turn within each round, so that a machine slowing down or
+    speeding up over the run shifts every command alike and leaves their ratios alone."""
+    runs: list[list[tuple[float, int]]] = [[] for _ in cmds]
     for _ in range(repeat):
-        out = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], capture_output=True, text=True, check=True)
-        seconds, rss, _ = out.stdout.split()
-        runs.append((float(seconds), int(rss)))
-    return statistics.median(s for s, _ in runs), max(r for _, r in runs)
+        for cmd, out in zip(cmds, runs):
+            p = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], capture_output=True, text=True, check=True)
+            seconds, rss, _ = p.stdout.split()
+            out.append((float(seconds), int(rss)))
+    return [(min(s for s, _ in r), max(m for _, m in r)) for r in runs]
 
 
 def weight_bytes(path: Path) -> int:
@@ -95,10 +98,12 @@ def main() -> None:
         compileall.compile_dir(HERE.parent / package, quiet=1)
     for name in ("mlp_25m.onnx", "cnn_10m.onnx", "mlp_25m_ext.onnx"):
         model = out / name
-        base_t, base_rss = measure([sys.executable, "-c", _BASELINE, str(model)], args.repeat)
-        lint_t, lint_rss = measure(lint_cmd(str(model), "--quiet", "--select", "FHE001"), args.repeat)
-        fix_t, fix_rss = measure(lint_cmd(str(model), "--quiet", "--select", "FHE001", "--fix", "-o",
-                                          str(out / f"fixed_{name}"), "--max-prune", "100"), args.repeat)
+        (base_t, base_rss), (lint_t, lint_rss), (fix_t, _) = measure(
+            [sys.executable, "-c", _BASELINE, str(model)],
+            lint_cmd(str(model), "--quiet", "--select", "FHE001"),
+            lint_cmd(str(model), "--quiet", "--select", "FHE001", "--fix", "-o", str(out / f"fixed_{name}"),
+                     "--max-prune", "100"),
+            repeat=args.repeat)
         wb = weight_bytes(model)
         rows += [
             [name, "lint / load+convert", f"{lint_t:.2f} s / {base_t:.2f} s", f"{lint_t / base_t:.2f}", "<= 1.2"],
@@ -108,18 +113,19 @@ def main() -> None:
             [name, "peak RSS / weight bytes (load+convert)", f"{base_rss / 2**20:.0f} MiB / {wb / 2**20:.0f} MiB",
              f"{base_rss / wb:.2f}", "(reference)"],
         ]
-    tiny_t, _ = measure(lint_cmd(str(FIXTURES / "mlp_w2a2.onnx"), "--quiet"), args.repeat * 3)
-    version_t, _ = measure(lint_cmd("--version"), args.repeat * 3)
+    (tiny_t, _), (version_t, _) = measure(lint_cmd(str(FIXTURES / "mlp_w2a2.onnx"), "--quiet"),
+                                          lint_cmd("--version"), repeat=args.repeat * 3)
     rows += [["mlp_w2a2.onnx", "wall time, process start to exit", f"{tiny_t:.3f} s", "", "<= 0.3 s"],
              ["--version", "wall time, process start to exit", f"{version_t:.3f} s", "", "<= 0.3 s"]]
     for fixture in ("cnn_w6a6_overflow", "mlp_w6a6_unsigned_in"):
-        verdict_t, _ = measure(lint_cmd(str(FIXTURES / f"{fixture}.onnx"), "--quiet"), args.repeat * 3)
+        # a real model for the fix: only some neurons violate (the synthetic ones above: all of them)
+        (verdict_t, _), (fix_t, _) = measure(
+            lint_cmd(str(FIXTURES / f"{fixture}.onnx"), "--quiet"),
+            lint_cmd(str(FIXTURES / f"{fixture}.onnx"), "--quiet", "--fix", "-o", str(out / f"fixed_{fixture}.onnx")),
+            repeat=args.repeat * 3)
         compile_t, how = concrete_seconds(args.concrete_python, fixture)
         rows.append([f"{fixture}.onnx", f"Concrete ML compile ({how}) / fhe-lint",
                      f"{compile_t:.1f} s / {verdict_t:.3f} s", f"{compile_t / verdict_t:.0f}x", ">= 100x"])
-        # a real model: only some neurons violate (the synthetic ones above: all of them)
-        fix_t, _ = measure(lint_cmd(str(FIXTURES / f"{fixture}.onnx"), "--quiet", "--fix",
-                                    "-o", str(out / f"fixed_{fixture}.onnx")), args.repeat * 3)
         rows.append([f"{fixture}.onnx", "fix / lint", f"{fix_t:.3f} s / {verdict_t:.3f} s",
                      f"{fix_t / verdict_t:.2f}", "<= 2"])
     print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, Python {platform.python_version()}, "

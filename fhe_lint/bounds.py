@@ -20,12 +20,13 @@ _POW2 = np.array([1 << i for i in range(63)], dtype=np.int64)
 
 
 def _exact_dtype(d: np.ndarray, x_lo: int, x_hi: int) -> type | np.dtype:
-    """int64 when no partial sum can wrap, else Python ints (object) for exactness."""
+    """The narrowest of int32, int64 in which no partial sum of ``d * x`` can wrap, else Python
+    ints (object) for exactness; narrower sums are faster."""
     if d.size == 0:
         return np.int64
     peak = max(-int(d.min(initial=0)), int(d.max(initial=0)))  # no np.abs: abs(int8 -128) wraps
-    max_term = peak * max(abs(x_lo), abs(x_hi))
-    return np.int64 if max_term * max(d.shape[-1], 1) < _INT64_SAFE else object
+    total = peak * max(abs(x_lo), abs(x_hi)) * max(d.shape[-1], 1)
+    return np.int32 if total < 2**31 else np.int64 if total < _INT64_SAFE else object
 
 
 def term_extremes(d: np.ndarray, x_lo: int, x_hi: int) -> tuple[np.ndarray, np.ndarray]:
@@ -48,10 +49,11 @@ def accumulator_interval(d: np.ndarray, x_lo: int, x_hi: int) -> tuple[np.ndarra
     weight-sized temporary wider than ``d`` itself.
     """
     wide = _exact_dtype(d, 1, 1)  # can the sums of |d| wrap?
-    pos = np.maximum(d, 0).sum(axis=-1, dtype=wide)
-    neg = d.sum(axis=-1, dtype=wide) - pos
+    exact = object if wide is object else np.int64  # what the ends are computed in
+    pos = np.maximum(d, 0).sum(axis=-1, dtype=wide).astype(exact)
+    neg = d.sum(axis=-1, dtype=wide).astype(exact) - pos
     peak = int(np.max(np.abs(np.concatenate([pos, neg])), initial=0)) if pos.size else 0
-    if wide is not np.int64 or 2 * peak * max(abs(x_lo), abs(x_hi)) >= _INT64_SAFE:
+    if wide is object or 2 * peak * max(abs(x_lo), abs(x_hi)) >= _INT64_SAFE:
         pos, neg = pos.astype(object), neg.astype(object)
     return x_lo * pos + x_hi * neg, x_hi * pos + x_lo * neg
 
@@ -90,7 +92,7 @@ def int_bits(lo: int, hi: int) -> int:
 
 def nonzero_count(d: np.ndarray) -> IntArray:
     """Taps that reach the accumulator: a weight equal to its zero-point adds nothing."""
-    return np.count_nonzero(d, axis=-1).astype(np.int64)
+    return (d != 0).sum(axis=-1, dtype=np.int32 if d.shape[-1] < 2**31 else np.int64).astype(np.int64)
 
 
 def nonzero_budget(omega_: int, multiplier: float) -> int:

@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 from qonnx_builder import QonnxBuilder
 from reference import run
 
-from fhe_lint.fix import fix_model
+from fhe_lint.analysis import tap_range
+from fhe_lint.bounds import window
+from fhe_lint.fix import fix_model, plan
 from fhe_lint.graph import Graph
 from fhe_lint.linter import lint_model
 from fhe_lint.quantizers import integer_range
@@ -110,3 +112,30 @@ def test_fix_properties(p, n_max):
     assert (la1.bounds.bits <= n_max).all()  # the result passes
     again = fix_model(lint_model(outcome.model, Path("p.onnx"), settings_))
     assert again.model is None and again.pruned == {}  # fixing again changes nothing
+
+
+def _reference_plan(la, n_max: int) -> set[int]:
+    """The L1 rule, one tap at a time: in each violating neuron, drop non-zero taps by increasing
+    float32 |w| (ties by column) until the exact interval fits ``n_max`` bits."""
+    weight, x = la.layer.weight, tap_range(la.layer)
+    d, magnitude, index = weight.d, weight.magnitude(), weight.source_index()
+    low, high = window(n_max, la.bounds.signed)
+    out = set()
+    for k in np.flatnonzero(la.bounds.bits > n_max):
+        lo, hi = int(la.bounds.lo[k]), int(la.bounds.hi[k])
+        for j in sorted(np.flatnonzero(d[k]), key=lambda j: (magnitude[k, j], j)):
+            if low <= lo and hi <= high:
+                break
+            terms = (int(d[k, j]) * x.lo, int(d[k, j]) * x.hi)
+            lo, hi = lo - min(terms), hi - max(terms)
+            out.add(int(index[k, j]))
+    return out
+
+
+@SETTINGS
+@given(layers(), st.integers(4, 20))
+def test_fix_plan_is_the_l1_rule_one_tap_at_a_time(p, n_max):
+    result = lint_model(build(p), Path("p.onnx"), Settings(n_max=n_max, max_prune=1.0))
+    (la,) = result.analysis.layers
+    prunes = plan(result.analysis, fix_budget=False)
+    assert {int(i) for p_ in prunes for i in p_.source_index} == _reference_plan(la, n_max)

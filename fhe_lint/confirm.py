@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import onnx
 
 from fhe_lint.analysis import LayerAnalysis, ModelAnalysis, tap_range
 from fhe_lint.errors import FheLintError

@@ -9,7 +9,7 @@ import itertools
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 
 class QonnxBuilder:

@@ -77,7 +77,7 @@ class WeightTensor:
         order like their bit patterns, so ``.view(np.uint32)`` sorts as integers."""
         q, w = self.quantizer, self.source_values
         real = (w - q.zero_point) * q.scale if q.integer_source else w
-        return self.layout(np.abs(real).astype(np.float32))
+        return self.layout(np.abs(real).astype(np.float32, copy=False))
 
     def source_index(self) -> np.ndarray:
         """Each tap's flat position in the ``source`` constant."""

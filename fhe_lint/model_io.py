@@ -161,14 +161,13 @@ def write_model(fixed: onnx.ModelProto, original: onnx.ModelProto, data: TensorD
     same = Path(os.path.realpath(target)) == source
     refs = {t.name: t for t in original.graph.initializer if is_external(t)}
     files = {name: data.reference(t) for name, t in refs.items()}
-    patches: dict[Path, list[tuple[int, bytes]]] = {}
+    patches: dict[Path, list[tuple[int, onnx.TensorProto]]] = {}  # bytes read one at a time when written
     for t in fixed.graph.initializer:
         if t.name in touched and t.name in files:
             file, offset, length = files[t.name]
-            raw = t.raw_data  # a copy on every access: read once
-            if len(raw) != length or is_external(t):
+            if is_external(t) or len(t.raw_data) != length:
                 raise FixError(f"{source}: tensor {t.name!r} changed size; cannot patch it in place")
-            patches.setdefault(file, []).append((offset, raw))
+            patches.setdefault(file, []).append((offset, t))
     external_files = {file for file, _, _ in files.values()} - {source}
     only_data_changed = [t.name for t in fixed.graph.initializer] == [t.name for t in original.graph.initializer] \
         and len(fixed.graph.node) == len(original.graph.node) and touched <= files.keys()
@@ -194,15 +193,16 @@ def write_model(fixed: onnx.ModelProto, original: onnx.ModelProto, data: TensorD
     write_atomic(target, out.SerializeToString())
 
 
-def _write_patched(data: TensorData, source: Path, target: Path, changes: list[tuple[int, bytes]]) -> None:
+def _write_patched(data: TensorData, source: Path, target: Path,
+                   changes: list[tuple[int, onnx.TensorProto]]) -> None:
     """Replace ``target`` by the bytes of ``source`` as read (its mapping: a file replaced since is
-    not mixed in), with ``changes`` (offset, bytes) applied, atomically."""
+    not mixed in), with each tensor's ``raw_data`` written at its offset, atomically."""
 
     def fill(f: BinaryIO) -> None:
         data.copy_file(source, f)
-        for offset, chunk in changes:
+        for offset, tensor in changes:
             f.seek(offset)
-            f.write(chunk)
+            f.write(tensor.raw_data)
 
     write_atomic(target, fill)
 

@@ -19,22 +19,23 @@ _INT64_SAFE = 2**62
 _POW2 = np.array([1 << i for i in range(63)], dtype=np.int64)
 
 
-def _exact_dtype(d: np.ndarray, x_lo: int, x_hi: int) -> type | np.dtype:
-    """The narrowest of int32, int64 in which no partial sum of ``d * x`` can wrap, else Python
-    ints (object) for exactness; narrower sums are faster."""
+def _exact_dtype(d: np.ndarray, x_lo: int, x_hi: int, taps: int | None = None) -> type | np.dtype:
+    """The narrowest of int32, int64 in which no sum of ``taps`` products ``d * x`` (default: along
+    the last axis) can wrap, else Python ints (object) for exactness; narrower sums are faster."""
     if d.size == 0:
         return np.int64
     peak = max(-int(d.min(initial=0)), int(d.max(initial=0)))  # no np.abs: abs(int8 -128) wraps
-    total = peak * max(abs(x_lo), abs(x_hi)) * max(d.shape[-1], 1)
+    total = peak * max(abs(x_lo), abs(x_hi)) * max(d.shape[-1] if taps is None else taps, 1)
     return np.int32 if total < 2**31 else np.int64 if total < _INT64_SAFE else object
 
 
-def term_extremes(d: np.ndarray, x_lo: int, x_hi: int) -> tuple[np.ndarray, np.ndarray]:
-    """Smallest and largest value of each product ``d * x`` over ``x`` in ``[x_lo, x_hi]``.
+def term_extremes(d: np.ndarray, x_lo: int, x_hi: int, taps: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Smallest and largest value of each product ``d * x`` over ``x`` in ``[x_lo, x_hi]``, in a
+    type where sums of ``taps`` of them (default: along the last axis) are exact.
 
     A product is linear in ``x``, so its extremes sit at the interval's ends.
     """
-    d = d.astype(_exact_dtype(d, x_lo, x_hi))
+    d = d.astype(_exact_dtype(d, x_lo, x_hi, taps))
     at_lo, at_hi = d * x_lo, d * x_hi
     return np.minimum(at_lo, at_hi), np.maximum(at_lo, at_hi)
 

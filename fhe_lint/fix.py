@@ -111,12 +111,9 @@ _LOW32, _COLUMN = np.uint64(2**32 - 1), np.uint64(2**24 - 1)
 def _term_table(x_lo: int, x_hi: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     """For every int8 tap value ``d``, indexed by its byte (``d.view(np.uint8)``): how much removing
     the tap raises the interval's low end (``-min(d * x)``) and lowers its high end
-    (``max(d * x)``), both >= 0, in the narrowest type whose sums over ``n`` taps cannot wrap."""
-    d = np.arange(256, dtype=np.uint8).view(np.int8).astype(np.int64)
-    at_lo, at_hi = d * x_lo, d * x_hi
-    peak = int(np.abs(np.concatenate([at_lo, at_hi])).max()) * n
-    dtype = np.int32 if peak < 2**31 else np.int64 if peak < 2**62 else object
-    return (-np.minimum(at_lo, at_hi)).astype(dtype), np.maximum(at_lo, at_hi).astype(dtype)
+    (``max(d * x)``), both >= 0, in a type whose sums over ``n`` taps cannot wrap."""
+    t_lo, t_hi = bounds.term_extremes(np.arange(256, dtype=np.uint8).view(np.int8), x_lo, x_hi, taps=n)
+    return -t_lo, t_hi
 
 
 def _prefix_reaching(cumulative: np.ndarray, need: np.ndarray) -> np.ndarray:

@@ -18,12 +18,11 @@ from typing import BinaryIO
 
 import onnx
 from google.protobuf.message import DecodeError
-from onnx import external_data_helper
 
 from fhe_lint import protowire
 from fhe_lint.errors import FixError, ModelLoadError
 from fhe_lint.quantizers import QONNX_DOMAINS
-from fhe_lint.tensor_data import TensorData, is_external, map_file
+from fhe_lint.tensor_data import TensorData, external_tensors, is_external, map_file
 
 # protobuf writes fields in number order and ModelProto's field 1 is ir_version (a varint):
 # every serialized ONNX model starts with the tag byte 0x08. Checking it first keeps a huge
@@ -66,19 +65,16 @@ def read_model(path: Path, map_threshold: int = MAP_THRESHOLD) -> tuple[onnx.Mod
     except (DecodeError, RuntimeError, ValueError):
         model = None  # protobuf's own parse below says what is wrong
     if model is None:
-        return parse_model(bytes(mapped), path), data
-    _validate(model, path)
-    verdict = _check(_without_external_data(model), path)
-    if verdict is not None:
-        raise verdict
-    _check_references(model, data, path)
+        return parse_model(bytes(mapped), path, data), data
+    _accept(model, path, data)
     return model, data
 
 
-def parse_model(data: bytes, path: Path) -> onnx.ModelProto:
+def parse_model(data: bytes, path: Path, tensors: TensorData | None = None) -> onnx.ModelProto:
     """Parse and validate serialized ONNX ``data``; ``path`` locates external data and messages.
 
-    External tensors stay external: read them through a :class:`TensorData` for ``path``.
+    External tensors stay external: read them through ``tensors`` (a :class:`TensorData` for
+    ``path`` by default).
     """
     if data[:1] != bytes([_ONNX_FIRST_BYTE]):
         raise ModelLoadError(f"{path}: not an ONNX model (empty or wrong header)")
@@ -91,18 +87,28 @@ def parse_model(data: bytes, path: Path) -> onnx.ModelProto:
         model.ParseFromString(data)
     except (DecodeError, RuntimeError, ValueError) as e:
         raise ModelLoadError(f"{path}: not an ONNX model or truncated ({e})") from e
-    _validate(model, path)
-    if any(is_external(t) for t in external_data_helper._get_all_tensors(model)):  # noqa: SLF001
-        verdict = _check(_without_external_data(model), path)
-    if verdict is not None:
-        raise verdict
-    _check_references(model, TensorData(path), path)
+    _accept(model, path, tensors or TensorData(path), checked=True, verdict=verdict)
     return model
 
 
-def _validate(model: onnx.ModelProto, path: Path) -> None:
+def _accept(model: onnx.ModelProto, path: Path, tensors: TensorData, checked: bool = False,
+            verdict: ModelLoadError | None = None) -> None:
+    """What every parsed model must be: ONNX at all, valid to onnx.checker (when ``checked``,
+    ``verdict`` is the checker's word on the serialized bytes, which stands unless some tensor's
+    data is elsewhere), and with every external reference inside the model's directory and inside
+    its file."""
     if model.ir_version < 3 or not model.HasField("graph") or not model.graph.node:
         raise ModelLoadError(f"{path}: not an ONNX model (no ir_version or empty graph)")
+    external = external_tensors(model)
+    if external or not checked:
+        verdict = _check(_without_external_data(model), path)
+    if verdict is not None:
+        raise verdict
+    for t in external:  # checked before any analysis reads one
+        try:
+            tensors.reference(t)
+        except ModelLoadError as e:
+            raise ModelLoadError(f"{path}: {e}") from e
 
 
 def _check(model: bytes, path: Path) -> ModelLoadError | None:
@@ -123,27 +129,15 @@ def _check(model: bytes, path: Path) -> ModelLoadError | None:
 
 def _without_external_data(model: onnx.ModelProto) -> bytes:
     """What onnx.checker is given for a model with external tensors: it would look for their files
-    relative to the working directory, so they become empty tensors; ``_check_references`` checks
-    the references themselves."""
+    relative to the working directory, so they become empty tensors; ``_accept`` checks the
+    references themselves."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    for t in external_data_helper._get_all_tensors(copy):  # noqa: SLF001 - onnx's own walker
-        if is_external(t):
-            del t.external_data[:], t.dims[:]
-            t.ClearField("data_location")
-            t.dims.append(0)
+    for t in external_tensors(copy):
+        del t.external_data[:], t.dims[:]
+        t.ClearField("data_location")
+        t.dims.append(0)
     return copy.SerializeToString()
-
-
-def _check_references(model: onnx.ModelProto, data: TensorData, path: Path) -> None:
-    """Every external reference must stay in the model's directory and inside its file, checked
-    before any analysis reads one."""
-    for t in external_data_helper._get_all_tensors(model):  # noqa: SLF001 - onnx's own walker
-        if is_external(t):
-            try:
-                data.reference(t)
-            except ModelLoadError as e:
-                raise ModelLoadError(f"{path}: {e}") from e
 
 
 def write_model(fixed: onnx.ModelProto, original: onnx.ModelProto, data: TensorData, target: Path,
@@ -182,8 +176,8 @@ def write_model(fixed: onnx.ModelProto, original: onnx.ModelProto, data: TensorD
     for t in out.graph.initializer:  # touched external data goes back to its file, patched
         if same and t.name in touched and t.name in files and files[t.name][0] != source:
             t.CopyFrom(refs[t.name])
-    for t in external_data_helper._get_all_tensors(out):  # noqa: SLF001 - onnx's own walker
-        if is_external(t) and (not same or data.reference(t)[0] == source):
+    for t in external_tensors(out):
+        if not same or data.reference(t)[0] == source:
             t.CopyFrom(data.embedded(t))
     if out.ByteSize() >= _PROTOBUF_LIMIT:
         raise FixError(f"{target}: the fixed model is past 2 GiB with its data embedded; fix it in place instead")

@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import external_data_helper, numpy_helper
 
 from fhe_lint.errors import ModelLoadError
 
@@ -32,6 +32,11 @@ _COPY_CHUNK = 64 << 20  # a multiple of every page size
 
 def is_external(tensor: onnx.TensorProto) -> bool:
     return tensor.data_location == onnx.TensorProto.EXTERNAL
+
+
+def external_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
+    """Every tensor of ``model`` (initializers, Constant nodes, subgraphs) whose data is elsewhere."""
+    return [t for t in external_data_helper._get_all_tensors(model) if is_external(t)]  # noqa: SLF001 - onnx's own walker
 
 
 class TensorData:
@@ -100,13 +105,10 @@ class TensorData:
 
     def standalone(self, model: onnx.ModelProto) -> onnx.ModelProto:
         """A copy of ``model`` with every external tensor's data embedded."""
-        from onnx import external_data_helper
-
         out = onnx.ModelProto()
         out.CopyFrom(model)
-        for t in external_data_helper._get_all_tensors(out):  # noqa: SLF001 - onnx's own walker
-            if is_external(t):
-                t.CopyFrom(self.embedded(t))
+        for t in external_tensors(out):
+            t.CopyFrom(self.embedded(t))
         return out
 
     def release(self, a: np.ndarray) -> None:
@@ -134,8 +136,11 @@ class TensorData:
 
     def _map(self, path: Path) -> mmap.mmap:
         if path not in self._maps:
-            with open(path, "rb") as f:
-                self._maps[path] = map_file(f.fileno())
+            try:
+                with open(path, "rb") as f:
+                    self._maps[path] = map_file(f.fileno())
+            except OSError as e:
+                raise ModelLoadError(f"{path.name}: cannot read: {e.strerror or e}") from e
         return self._maps[path]
 
 

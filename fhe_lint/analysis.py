@@ -37,6 +37,16 @@ class LayerBounds:
     def signed(self) -> bool:
         return bool((self.lo < 0).any())
 
+    def wider_than(self, n_max: int) -> list[tuple[int, int, int, int]]:
+        """``(neuron, lo, hi, bits)`` of every neuron needing more than ``n_max`` bits, as ints."""
+        over = np.flatnonzero(self.bits > n_max)
+        return list(zip(over.tolist(), self.lo[over].tolist(), self.hi[over].tolist(), self.bits[over].tolist()))
+
+    def denser_than(self, limit: int) -> list[tuple[int, int]]:
+        """``(neuron, non-zero count)`` of every neuron keeping more than ``limit`` non-zeros."""
+        over = np.flatnonzero(self.nonzero > limit)
+        return list(zip(over.tolist(), self.nonzero[over].tolist()))
+
 
 @dataclass(frozen=True)
 class LayerAnalysis:

@@ -7,7 +7,6 @@ exact: int64 is used only when the worst case provably fits in it, Python intege
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import numpy.typing as npt
@@ -94,11 +93,6 @@ def int_bits(lo: int, hi: int) -> int:
 def nonzero_count(d: np.ndarray) -> IntArray:
     """Taps that reach the accumulator: a weight equal to its zero-point adds nothing."""
     return (d != 0).sum(axis=-1, dtype=np.int32 if d.shape[-1] < 2**31 else np.int64).astype(np.int64)
-
-
-def nonzero_budget(omega_: int, multiplier: float) -> int:
-    """Non-zero weights a neuron may keep: ``floor(Omega * multiplier)``."""
-    return math.floor(omega_ * multiplier)
 
 
 def omega(n_max: int, weight_bits: int, input_bits: int) -> int:

@@ -1,14 +1,16 @@
 """Per-neuron L1-unstructured pruning: which weights to zero (a plan, pure) and how (a new model).
 
-A plan removes, in each violating neuron only, its smallest-magnitude non-zero weights, exactly
-as many as the failing rules need: FHE001 (exact bound within ``n_max``) and, with ``--strict``,
-FHE002 (at most ``floor(Omega * multiplier)`` non-zeros). Applying a plan changes only the float
+A plan satisfies exactly the requirements carried by the diagnostics that fail the run and
+survived select, ignore and suppressions (FHE001: the exact bound within its limit; with
+``--strict``, FHE002: at most its budget of non-zeros): in each such neuron only, it removes the
+smallest-magnitude non-zero weights, as few as needed. Applying a plan changes only the float
 weights behind the quantizers, on a copy of the model; a weight path shared with a layer that is
 not being fixed is cloned first, so no other layer changes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -17,6 +19,7 @@ from onnx import numpy_helper
 
 from fhe_lint import bounds
 from fhe_lint.analysis import LayerAnalysis, ModelAnalysis, tap_range
+from fhe_lint.diagnostics import Diagnostic, Requirement
 from fhe_lint.errors import FixError
 from fhe_lint.graph import Graph
 from fhe_lint.linter import LintResult, lint_model
@@ -25,7 +28,7 @@ from fhe_lint.parallel import map_blocks
 
 @dataclass(frozen=True)
 class LayerPrune:
-    """Taps to zero in one layer: neuron indices and positions in the source initializer."""
+    """Taps to zero in one layer: positions in the source initializer."""
 
     layer: LayerAnalysis
     source_index: np.ndarray  # flat index into the float weight initializer
@@ -39,43 +42,94 @@ class LayerPrune:
         return self.count / max(self.layer.layer.weight.d.size, 1)
 
 
-def _violating(la: LayerAnalysis, n_max: int, limit: int | None) -> np.ndarray:
-    b = la.bounds
-    bad = b.bits > n_max
-    if limit is not None:
-        bad |= b.nonzero > limit
-    return np.flatnonzero(bad)
+def requirements(diagnostics: Iterable[Diagnostic], strict: bool) -> dict[str, dict[int, Requirement]]:
+    """Per layer and neuron, what the fixable diagnostics that fail the run ask for."""
+    out: dict[str, dict[int, Requirement]] = {}
+    for d in diagnostics:
+        if d.fix is None or not d.fails(strict) or d.node is None or d.neuron is None:
+            continue
+        neurons = out.setdefault(d.node, {})
+        neurons[d.neuron] = neurons[d.neuron].merge(d.fix) if d.neuron in neurons else d.fix
+    return out
 
 
-def plan_layer(la: LayerAnalysis, n_max: int, nonzero_limit: int | None,
+@dataclass(frozen=True)
+class _Taps:
+    """One pruning problem: rows of taps (``(neurons, taps)`` arrays) with their worst case."""
+
+    d: np.ndarray
+    magnitude: np.ndarray
+    index: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    nonzero: np.ndarray
+
+
+def plan_layer(la: LayerAnalysis, wanted: dict[int, Requirement],
                activity: np.ndarray | None = None) -> LayerPrune | None:
-    """Smallest prefix (by |w|) of each violating neuron's non-zero taps whose removal fits it.
+    """The taps to remove so that every neuron in ``wanted`` meets its requirement.
+
+    A strided ConvTranspose sums one phase of a neuron's taps per output, so each phase is
+    planned as its own row of taps (the bound is the worst phase); the non-zero budget counts
+    every tap of the neuron, so it is planned over the whole row.
+    """
+    rows = np.array(sorted(wanted), dtype=np.int64)
+    if rows.size == 0:
+        return None
+    weight, b = la.layer.weight, la.bounds
+    n = weight.d.shape[0]
+    bits = np.full(n, -1, dtype=np.int64)
+    limit = np.full(n, -1, dtype=np.int64)
+    for k, req in wanted.items():
+        bits[k] = -1 if req.accumulator_bits is None else req.accumulator_bits
+        limit[k] = -1 if req.nonzero is None else req.nonzero
+    magnitude = weight.magnitude()
+    index = np.ascontiguousarray(weight.source_index())
+    x = tap_range(la.layer)
+    if activity is not None:
+        magnitude = (magnitude * activity).astype(np.float32)
+    whole = _Taps(weight.d, magnitude, index, b.lo, b.hi, b.nonzero)
+    phases = la.layer.phases
+    if phases is None:
+        found = [_plan(whole, x, b.signed, rows, bits, limit)]
+    else:
+        found = [_plan(whole, x, b.signed, rows, np.full(n, -1), limit)]
+        for phase in np.unique(phases):
+            mask = phases == phase
+            d = weight.d[:, mask]
+            lo, hi = bounds.accumulator_interval(d, x.lo, x.hi)
+            part = _Taps(d, magnitude[:, mask], index[:, mask], lo, hi, bounds.nonzero_count(d))
+            found.append(_plan(part, x, b.signed, rows, bits, np.full(n, -1)))
+    taps = np.unique(np.concatenate(found)) if len(found) > 1 else found[0]
+    return LayerPrune(la, taps) if taps.size else None
+
+
+def _plan(t: _Taps, x, signed: bool, rows: np.ndarray, bits: np.ndarray, limit: np.ndarray) -> np.ndarray:
+    """Smallest prefix (by importance) of each row's non-zero taps whose removal meets the row's
+    ``bits`` (exact worst case within that many bits; -1: no such need) and ``limit`` (at most
+    that many non-zeros; -1: none).
 
     Removing a tap shrinks both ends of the interval (0 lies in every tap's range), so the
     bits needed never grow along the prefix: the prefix lengths that do not fit come first,
     and counting them gives the cut. Rows are planned in blocks, on every core, so memory stays
     a few weight-sized arrays whatever the layer's size.
     """
-    weight = la.layer.weight
-    rows = _violating(la, n_max, nonzero_limit)
+    rows = rows[(bits[rows] > 0) | (limit[rows] >= 0)]
     if rows.size == 0:
-        return None
-    magnitude = weight.magnitude()
-    index = np.ascontiguousarray(weight.source_index()).reshape(-1)
-    x, (low, high) = tap_range(la.layer), bounds.window(n_max, la.bounds.signed)
-    n = weight.d.shape[1]
+        return np.zeros(0, dtype=np.intp)
+    n = t.d.shape[1]
+    index = t.index.reshape(-1)
     # Each tap is sorted as one uint64: importance bits, then its column, then (int8 levels) its
     # value, so one in-place sort yields the order, the columns and the values at once.
-    packed = weight.d.dtype == np.int8 and n < 2**24
+    packed = t.d.dtype == np.int8 and n < 2**24
     columns = np.arange(n, dtype=np.uint64) << np.uint64(8 if packed else 0)
     terms = _term_table(x.lo, x.hi, n) if packed else None
     step = max(1, _BLOCK // max(n, 1))
 
     def plan_rows(r: np.ndarray) -> np.ndarray:
-        d = weight.d[r]
-        importance = magnitude[r] if activity is None else (magnitude[r] * activity[r]).astype(np.float32)
+        d = t.d[r]
         # zero taps first (key 0), then by importance: +1 keeps a tap of importance 0 after them
-        key = np.where(d == 0, np.uint32(0), importance.view(np.uint32) + np.uint32(1)).astype(np.uint64)
+        key = np.where(d == 0, np.uint32(0), t.magnitude[r].view(np.uint32) + np.uint32(1)).astype(np.uint64)
         key <<= np.uint64(32)
         key |= columns
         if packed:
@@ -87,13 +141,15 @@ def plan_layer(la: LayerAnalysis, n_max: int, nonzero_limit: int | None,
         else:
             t_lo, t_hi = bounds.term_extremes(np.take_along_axis(d, (key & _LOW32).astype(np.intp), axis=1), x.lo, x.hi)
             raises_lo, lowers_hi = -t_lo, t_hi
+        need_bits = bits[r] > 0
+        low, high = _windows(bits[r], signed)
         # taps to remove: enough of the prefix for each end to come within limits
-        cut = np.maximum(_prefix_reaching(np.cumsum(lowers_hi, axis=1, dtype=lowers_hi.dtype), la.bounds.hi[r] - high),
-                         _prefix_reaching(np.cumsum(raises_lo, axis=1, dtype=raises_lo.dtype), low - la.bounds.lo[r]))
-        if nonzero_limit is not None:
-            cut = np.maximum(cut, _prefix_reaching(np.cumsum(key >= np.uint64(1 << 32), axis=1),
-                                                   la.bounds.nonzero[r] - nonzero_limit))
-        first = n - la.bounds.nonzero[r]  # the zero taps, sorted first, need no removing
+        cut = np.maximum(
+            _prefix_reaching(np.cumsum(lowers_hi, axis=1, dtype=lowers_hi.dtype), np.where(need_bits, t.hi[r] - high, 0)),
+            _prefix_reaching(np.cumsum(raises_lo, axis=1, dtype=raises_lo.dtype), np.where(need_bits, low - t.lo[r], 0)))
+        cut = np.maximum(cut, _prefix_reaching(np.cumsum(key >= np.uint64(1 << 32), axis=1),
+                                               np.where(limit[r] >= 0, t.nonzero[r] - limit[r], 0)))
+        first = n - t.nonzero[r]  # the zero taps, sorted first, need no removing
         slot = np.arange(n)
         dropped = key[(slot >= first[:, None]) & (slot < cut[:, None])]
         position = ((dropped >> np.uint64(8)) & _COLUMN if packed else dropped & _LOW32).astype(np.intp)
@@ -101,11 +157,19 @@ def plan_layer(la: LayerAnalysis, n_max: int, nonzero_limit: int | None,
         return np.take(index, position)
 
     blocks = [rows[i:i + step] for i in range(0, rows.size, step)]
-    return LayerPrune(la, np.concatenate(map_blocks(plan_rows, blocks)))
+    return np.concatenate(map_blocks(plan_rows, blocks))
 
 
 _BLOCK = 1 << 16  # taps planned at once: sort and prefix sums stay in cache
 _LOW32, _COLUMN = np.uint64(2**32 - 1), np.uint64(2**24 - 1)
+
+
+def _windows(bits: np.ndarray, signed: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, :func:`bounds.window` of its bit limit (rows without one get any finite window)."""
+    b = np.maximum(bits, 1).astype(object)
+    if signed:
+        return np.array([-(2 ** (v - 1)) for v in b], dtype=object), np.array([2 ** (v - 1) - 1 for v in b], dtype=object)
+    return np.zeros(b.size, dtype=object), np.array([2**v - 1 for v in b], dtype=object)
 
 
 def _term_table(x_lo: int, x_hi: int, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -124,18 +188,16 @@ def _prefix_reaching(cumulative: np.ndarray, need: np.ndarray) -> np.ndarray:
     return np.where(need[:, 0] > 0, 1 + np.count_nonzero(cumulative < need, axis=1), 0)
 
 
-def plan(analysis: ModelAnalysis, fix_budget: bool, activity: dict[str, np.ndarray] | None = None) -> list[LayerPrune]:
-    """The pruning that makes every analysable layer satisfy FHE001 (and FHE002 if asked)."""
-    s = analysis.settings
+def plan(analysis: ModelAnalysis, diagnostics: Iterable[Diagnostic],
+         activity: dict[str, np.ndarray] | None = None) -> list[LayerPrune]:
+    """The pruning that satisfies every requirement of ``diagnostics`` that fails the run."""
+    wanted = requirements(diagnostics, analysis.settings.strict)
     out = []
     for la in analysis.layers:
-        if la.bounds is None or la.layer.weight is None or la.layer.phases is not None:
-            continue  # unknown, weightless, or ConvTranspose with stride (taps split by phase)
-        limit = bounds.nonzero_budget(la.bounds.omega, s.multiplier) if fix_budget and la.bounds.omega >= 1 else None
-        n_max = s.n_max if s.enabled("FHE001") else 62  # 62: no accumulator can fail it
-        p = plan_layer(la, n_max, limit, (activity or {}).get(la.name))
-        if p is not None:
-            out.append(p)
+        if la.name in wanted:
+            p = plan_layer(la, wanted[la.name], (activity or {}).get(la.name))
+            if p is not None:
+                out.append(p)
     return out
 
 
@@ -264,8 +326,22 @@ def impact(model: Graph, fixed: Graph, data: np.ndarray) -> tuple[float, float]:
     return agreement, float(np.abs(after.astype(np.float64) - before).max(initial=0.0))
 
 
+def _blocking(result: LintResult) -> str | None:
+    """Why no pruning can make this model pass: a failing finding that carries no fix."""
+    blocked = [d for d in result.diagnostics if d.fails(result.analysis.settings.strict) and d.fix is None]
+    if not blocked:
+        return None
+    d = blocked[0]
+    where = f"{d.node}[neuron {d.neuron}]" if d.neuron is not None else (d.node or "the model")
+    more = f" (and {len(blocked) - 1} more finding(s) no fix can resolve)" if len(blocked) > 1 else ""
+    return f"pruning cannot fix {d.code} at {where}: {d.message}{more}"
+
+
 def fix_model(result: LintResult, data: np.ndarray | None = None) -> FixOutcome:
     s = result.analysis.settings
+    blocked = _blocking(result)
+    if blocked is not None:
+        return FixOutcome(result, None, {}, blocked)
     activity = None
     if s.fix_order == "activation":
         if data is None:
@@ -273,14 +349,10 @@ def fix_model(result: LintResult, data: np.ndarray | None = None) -> FixOutcome:
         from fhe_lint.calibration import tap_activity
 
         activity = tap_activity(result.analysis, data)
-    prunes = plan(result.analysis, fix_budget=s.strict and s.enabled("FHE002"), activity=activity)
+    prunes = plan(result.analysis, result.diagnostics, activity)
     pruned = {p.layer.name: p.count for p in prunes}
     if not prunes:
-        refused = None
-        if result.fails(s.strict):
-            codes = ", ".join(sorted({d.code for d in result.diagnostics}))
-            refused = f"nothing prunable, and pruning cannot fix {codes}"
-        return FixOutcome(result, None, {}, refused)
+        return FixOutcome(result, None, {})
     for p in prunes:
         if p.fraction > s.max_prune:
             from fhe_lint.advice import bit_advice
@@ -294,8 +366,9 @@ def fix_model(result: LintResult, data: np.ndarray | None = None) -> FixOutcome:
     fixed, touched = apply(graph, prunes)
     after = lint_model(fixed, result.path, s, graph.data)
     if after.fails(s.strict):
-        codes = ", ".join(sorted({d.code for d in after.diagnostics}))
-        return FixOutcome(result, None, pruned, f"the pruned model would still fail ({codes})")
+        left = next(d for d in after.diagnostics if d.fails(s.strict))
+        return FixOutcome(result, None, pruned, f"the pruned model would still fail: {left.code} at {left.node}: "
+                                                f"{left.message}")
     if data is None:
         return FixOutcome(after, fixed, pruned, touched=touched)
     agreement, change = impact(graph, after.analysis.graph, data)

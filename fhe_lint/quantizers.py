@@ -16,8 +16,8 @@ import onnx
 
 from fhe_lint.errors import UnsupportedModelError
 from fhe_lint.graph import Graph, attr
+from fhe_lint.ops import QONNX_DOMAINS
 
-QONNX_DOMAINS = frozenset({"onnx.brevitas", "qonnx.custom_op.general", "finn.custom_op.general"})
 MAX_BITS = 32
 
 

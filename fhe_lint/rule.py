@@ -2,7 +2,9 @@
 
 Rules read a :class:`~fhe_lint.analysis.ModelAnalysis` and yield diagnostics; they never print,
 write, or change the model. The rule's documentation is its module docstring, so that
-``fhe-lint rule CODE`` cannot drift from the code.
+``fhe-lint rule CODE`` cannot drift from the code. A rule module imports neither onnx nor numpy
+(the analysis it reads answers in plain Python), so asking about a rule, or parsing rule codes,
+is instant.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from fhe_lint.diagnostics import Diagnostic, Severity
+from fhe_lint.diagnostics import Diagnostic, Requirement, Severity
 
 if TYPE_CHECKING:
     from fhe_lint.analysis import ModelAnalysis
@@ -43,13 +45,7 @@ class Rule:
             raise ValueError(f"rule code {self.code!r} does not match {CODE_PATTERN.pattern}")
 
     def diagnostic(self, message: str, node: str | None = None, neuron: int | None = None,
-                   **data: Any) -> Diagnostic:
-        return Diagnostic(
-            code=self.code,
-            severity=self.severity,
-            message=message,
-            node=node,
-            neuron=neuron,
-            fixable=self.fix is not FixAvailability.NONE,
-            data=data,
-        )
+                   fix: Requirement | None = None, **data: Any) -> Diagnostic:
+        if fix is not None and self.fix is FixAvailability.NONE:
+            raise ValueError(f"{self.code} declares no fix but a diagnostic carries one")
+        return Diagnostic(self.code, self.severity, message, node, neuron, fix, data)

@@ -19,19 +19,24 @@ A 6-bit MLP layer whose neuron 3 reaches ``[-72150, 70875]`` needs 18 bits::
 
 ## Fix
 ``fhe-lint model.onnx --fix`` prunes the smallest-magnitude weights of each violating neuron
-(and only those) until its worst case fits. If that would prune more than ``--max-prune`` of a
-layer, lower the weight or input bit-width instead (fewer bits shrink every product).
+(and only those) until its worst case fits; in a strided ConvTranspose, each output phase's
+taps separately. If that would prune more than ``--max-prune`` of a layer, lower the weight or
+input bit-width instead (fewer bits shrink every product). A sum without weights (a pool, an
+encrypted product) cannot be pruned: its diagnostic is not fixable, and says so.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from fhe_lint.analysis import ModelAnalysis
-from fhe_lint.diagnostics import Diagnostic, Severity
+from fhe_lint.diagnostics import Diagnostic, Requirement, Severity
 from fhe_lint.rule import FixAvailability, Rule
+
+if TYPE_CHECKING:
+    from fhe_lint.analysis import ModelAnalysis
+
+_NO_WEIGHTS = "; a sum without weights cannot be pruned: give its input fewer bits"
 
 
 def check(analysis: ModelAnalysis) -> Iterator[Diagnostic]:
@@ -41,11 +46,13 @@ def check(analysis: ModelAnalysis) -> Iterator[Diagnostic]:
         if b is None:
             continue
         kind = "signed" if b.signed else "unsigned"
-        over = np.flatnonzero(b.bits > n_max)
-        for k, lo, hi, bits in zip(over.tolist(), b.lo[over].tolist(), b.hi[over].tolist(), b.bits[over].tolist()):
+        prunable = la.layer.weight is not None
+        fix = Requirement(accumulator_bits=n_max) if prunable else None
+        for k, lo, hi, bits in b.wider_than(n_max):
             yield RULE.diagnostic(
-                f"worst-case accumulator [{lo}, {hi}] needs {bits} bits ({kind} layer) > n_max {n_max}",
-                node=la.name, neuron=k, bits=bits, limit=n_max, range=[lo, hi],
+                f"worst-case accumulator [{lo}, {hi}] needs {bits} bits ({kind} layer) > n_max {n_max}"
+                + ("" if prunable else _NO_WEIGHTS),
+                node=la.name, neuron=k, fix=fix, bits=bits, limit=n_max, range=[lo, hi],
             )
 
 

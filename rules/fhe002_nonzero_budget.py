@@ -25,14 +25,20 @@ unless the weights will change after the check (retraining, fine-tuning).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from fhe_lint.analysis import ModelAnalysis
-from fhe_lint.bounds import nonzero_budget
-from fhe_lint.diagnostics import Diagnostic, Severity
+from fhe_lint.diagnostics import Diagnostic, Requirement, Severity
 from fhe_lint.rule import FixAvailability, Rule
+
+if TYPE_CHECKING:
+    from fhe_lint.analysis import ModelAnalysis
+
+
+def nonzero_budget(omega: int, multiplier: float) -> int:
+    """Non-zero weights a neuron may keep: ``floor(Omega * multiplier)``."""
+    return math.floor(omega * multiplier)
 
 
 def check(analysis: ModelAnalysis) -> Iterator[Diagnostic]:
@@ -42,11 +48,10 @@ def check(analysis: ModelAnalysis) -> Iterator[Diagnostic]:
         if b is None or b.omega is None or b.omega < 1:  # Omega < 1 is FHE003; pools have no weights
             continue
         limit = nonzero_budget(b.omega, multiplier)
-        over = np.flatnonzero(b.nonzero > limit)
-        for k, count in zip(over.tolist(), b.nonzero[over].tolist()):
+        for k, count in b.denser_than(limit):
             yield RULE.diagnostic(
                 f"{count} non-zero weights > budget {limit} = floor(Omega {b.omega} x {multiplier:g})",
-                node=la.name, neuron=k, nonzero=count, limit=limit, omega=b.omega,
+                node=la.name, neuron=k, fix=Requirement(nonzero=limit), nonzero=count, limit=limit, omega=b.omega,
             )
 
 

@@ -21,11 +21,14 @@ Replace the op by supported ones (a ``DepthToSpace`` by ``Reshape`` + ``Transpos
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from fhe_lint.analysis import ModelAnalysis
 from fhe_lint.diagnostics import Diagnostic, Severity
-from fhe_lint.quantizers import is_qonnx_quant
+from fhe_lint.ops import QONNX_DOMAINS
 from fhe_lint.rule import FixAvailability, Rule
+
+if TYPE_CHECKING:
+    from fhe_lint.analysis import ModelAnalysis
 
 # Concrete ML's ONNX op table (ONNX_OPS_TO_NUMPY_IMPL and its float comparison ops).
 SUPPORTED_OPS = frozenset({
@@ -40,16 +43,16 @@ SUPPORTED_OPS = frozenset({
 })
 
 
-def _supported(node) -> bool:
-    if node.domain in ("", "ai.onnx"):
-        return node.op_type in SUPPORTED_OPS
-    return is_qonnx_quant(node) and node.op_type == "Quant"
+def _supported(domain: str, op_type: str) -> bool:
+    if domain in ("", "ai.onnx"):
+        return op_type in SUPPORTED_OPS
+    return domain in QONNX_DOMAINS and op_type == "Quant"
 
 
 def check(analysis: ModelAnalysis) -> Iterator[Diagnostic]:
     graph = analysis.graph
     for node in graph.encrypted_nodes():
-        if not _supported(node):
+        if not _supported(node.domain, node.op_type):
             op = f"{node.domain}.{node.op_type}" if node.domain else node.op_type
             yield RULE.diagnostic(
                 f"{op} is not supported by Concrete ML on encrypted data",

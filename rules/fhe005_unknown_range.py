@@ -22,10 +22,13 @@ Put a quantizer in front of the layer (a Brevitas ``QuantIdentity`` before the f
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from fhe_lint.analysis import ModelAnalysis
 from fhe_lint.diagnostics import Diagnostic, Severity
 from fhe_lint.rule import FixAvailability, Rule
+
+if TYPE_CHECKING:
+    from fhe_lint.analysis import ModelAnalysis
 
 
 def check(analysis: ModelAnalysis) -> Iterator[Diagnostic]:

@@ -96,7 +96,7 @@ def test_fix_properties(p, n_max):
     (la0,) = before.analysis.layers
     violating = set(np.flatnonzero(la0.bounds.bits > n_max))
     if la0.bounds.omega < 1:  # FHE003: the bit-widths themselves are the problem
-        assert outcome.model is None and (outcome.refused or "").endswith("(FHE003)") == bool(violating) \
+        assert outcome.model is None and ("FHE003" in (outcome.refused or "")) == bool(violating) \
             or not violating
         return
     if not violating:
@@ -136,5 +136,5 @@ def _reference_plan(la, n_max: int) -> set[int]:
 def test_fix_plan_is_the_l1_rule_one_tap_at_a_time(p, n_max):
     result = lint_model(build(p), Path("p.onnx"), Settings(n_max=n_max, max_prune=1.0))
     (la,) = result.analysis.layers
-    prunes = plan(result.analysis, fix_budget=False)
+    prunes = plan(result.analysis, result.diagnostics)
     assert {int(i) for p_ in prunes for i in p_.source_index} == _reference_plan(la, n_max)

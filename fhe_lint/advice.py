@@ -37,6 +37,9 @@ def _fits(pos: np.ndarray, neg: np.ndarray, lo: int, hi: int, n_max: int) -> boo
     """Whether the layer whose neurons' positive and negative tap sums are ``pos``/``neg`` fits."""
     if pos.size == 0:
         return True
+    peak = max(int(np.max(pos)), -int(np.min(neg)), 0) * max(abs(lo), abs(hi))
+    if 2 * peak >= 2**62:  # the ends could wrap around int64: exact Python integers instead
+        pos, neg = pos.astype(object), neg.astype(object)
     a, b = lo * pos + hi * neg, hi * pos + lo * neg
     return bounds.int_bits(int(np.min(a)), int(np.max(b))) <= n_max
 

@@ -24,12 +24,13 @@ import fnmatch
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import onnx
+from typing import TYPE_CHECKING, Any
 
 from fhe_lint.errors import FheLintError
 from fhe_lint.settings import Settings
+
+if TYPE_CHECKING:
+    import onnx
 
 if sys.version_info >= (3, 11):
     import tomllib

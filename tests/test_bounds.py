@@ -71,3 +71,30 @@ def test_window_is_the_set_of_ranges_that_fit(n_max, signed):
     hi = np.array([b for a in span for b in span if a <= b and (a < 0) <= signed])
     fits = bounds.range_bits(lo, hi, signed=signed) <= n_max
     assert (fits == ((lo >= low) & (hi <= high))).all()
+
+
+def test_advice_is_exact_where_int64_would_wrap(tmp_path):
+    """A float MatMul of fan-in 2,000,000 at 32-bit weights and inputs needs 82 bits; no weight
+    or input bit-width alone brings it to 16 (even 1-bit inputs leave ~2e6 x 2^31), so the
+    advice must say so rather than wrap around int64 and name a width that fails."""
+    from click.testing import CliRunner
+    import json
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from fhe_lint.cli import main
+
+    w = np.random.default_rng(0).normal(size=(2_000_000, 1)).astype(np.float32)
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2_000_000])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])],
+                          initializer=[numpy_helper.from_array(w, "w")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    onnx.save(m, tmp_path / "wide.onnx")
+    r = CliRunner().invoke(main, [str(tmp_path / "wide.onnx"), "--weight-bits", "32", "--input-bits", "32",
+                                  "--format", "json"])
+    (layer,) = json.loads(r.stdout)["files"][0]["layers"]
+    lo, hi = layer["accumulator_range"]
+    assert layer["accumulator_bits"] == bounds.int_bits(lo, hi) > 80
+    assert (layer["advice"]["max_weight_bits"], layer["advice"]["max_input_bits"]) == (None, None)

@@ -164,6 +164,17 @@ def test_rules_install_as_fhe_lint_rules_and_no_heavy_imports():
     assert out.stdout.split() == ["True", "False"]
 
 
+def test_rule_metadata_and_code_parsing_import_neither_onnx_nor_numpy():
+    """`fhe-lint rule CODE` and config parsing answer at once: no onnx, no numpy behind them."""
+    code = (
+        "import sys, fhe_lint.cli, fhe_lint.rules, fhe_lint.config;"
+        "fhe_lint.config.parse_codes('FHE001,FHE002');"
+        "print(sorted(m for m in ('onnx', 'numpy') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_json_is_parseable_for_many_files():
     rc, rep = lint_json(CLEAN, OVERFLOW)
     assert rc == 1 and [f["path"] for f in rep["files"]] == [str(CLEAN), str(OVERFLOW)]

@@ -11,27 +11,26 @@ from collections import defaultdict
 from collections.abc import Iterator
 
 import numpy as np
-import onnx
-from onnx import numpy_helper
 
 from fhe_lint.errors import UnsupportedModelError
+from fhe_lint.onnx_proto import ModelProto, NodeProto, TensorProto, attribute_value, to_array
 from fhe_lint.tensor_data import TensorData, is_external
 
 # Sub-byte integer types, decoded into the smallest numpy integer that holds them.
-_PACKED_INT = {onnx.TensorProto.INT4: np.int8, onnx.TensorProto.UINT4: np.uint8}
+_PACKED_INT = {TensorProto.INT4: np.int8, TensorProto.UINT4: np.uint8}
 
 # Ops whose output is known without any encrypted value: the shape of a tensor is clear.
 _CLEAR_OUTPUT_OPS = {"Shape", "Size"}
 
 
 class Graph:
-    def __init__(self, model: onnx.ModelProto, data: TensorData | None = None) -> None:
+    def __init__(self, model: ModelProto, data: TensorData | None = None) -> None:
         self.model = model
         self.data = data  # resolves external tensors; None for models held wholly in memory
         g = model.graph
-        self.nodes: list[onnx.NodeProto] = list(g.node)
-        self.producer: dict[str, onnx.NodeProto] = {}
-        self.consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+        self.nodes: list[NodeProto] = list(g.node)
+        self.producer: dict[str, NodeProto] = {}
+        self.consumers: dict[str, list[NodeProto]] = defaultdict(list)
         self.names: dict[int, str] = {}
         for i, node in enumerate(self.nodes):
             self.names[id(node)] = node.name or f"{node.op_type}_{i}"
@@ -41,7 +40,7 @@ class Graph:
             for inp in node.input:
                 if inp:
                     self.consumers[inp].append(node)
-        self._const_protos: dict[str, onnx.TensorProto] = {t.name: t for t in g.initializer}
+        self._const_protos: dict[str, TensorProto] = {t.name: t for t in g.initializer}
         for node in self.nodes:
             if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
                 value = next((a for a in node.attribute if a.name == "value" and a.type == a.TENSOR), None)
@@ -52,7 +51,7 @@ class Graph:
         self._tainted: frozenset[str] | None = None
         self.inputs: list[str] = [i.name for i in g.input if i.name not in self._const_protos]
 
-    def name(self, node: onnx.NodeProto) -> str:
+    def name(self, node: NodeProto) -> str:
         """A stable display name, even for the unnamed nodes some exporters write."""
         return self.names[id(node)]
 
@@ -65,7 +64,7 @@ class Graph:
             if proto is None:
                 raise UnsupportedModelError(f"tensor {tensor!r} is not a constant (initializer)")
             try:
-                value = self._external(proto) if is_external(proto) else numpy_helper.to_array(proto)
+                value = self._external(proto) if is_external(proto) else to_array(proto)
                 if proto.data_type in _PACKED_INT:  # int4/uint4 come as ml_dtypes scalars: widen
                     value = value.astype(_PACKED_INT[proto.data_type])
                 self._const_cache[tensor] = value
@@ -73,23 +72,23 @@ class Graph:
                 raise UnsupportedModelError(f"initializer {tensor!r} cannot be decoded: {e!r}") from e
         return self._const_cache[tensor]
 
-    def _external(self, proto: onnx.TensorProto) -> np.ndarray:
+    def _external(self, proto: TensorProto) -> np.ndarray:
         if self.data is None:
             raise UnsupportedModelError(f"initializer {proto.name!r} is external data, not loaded")
         return self.data.array(proto)
 
-    def standalone(self) -> onnx.ModelProto:
+    def standalone(self) -> ModelProto:
         """The model with every tensor's data inside it, for evaluators that read the proto."""
         return self.model if self.data is None else self.data.standalone(self.model)
 
-    def const_proto(self, tensor: str) -> onnx.TensorProto | None:
+    def const_proto(self, tensor: str) -> TensorProto | None:
         return self._const_protos.get(tensor)
 
     def shape(self, tensor: str) -> list[int] | None:
         """Static shape of ``tensor`` from ONNX shape inference, run once on a copy whose QONNX
         quantizers are Identity (a quantizer keeps its input's shape; onnx does not know it)."""
         if self._shapes is None:
-            model = onnx.ModelProto()
+            model = ModelProto()
             model.CopyFrom(self.model)
             for node in model.graph.node:
                 if node.domain not in ("", "ai.onnx", "com.microsoft") and node.op_type in ("Quant", "BipolarQuant"):
@@ -97,7 +96,9 @@ class Graph:
                     del node.attribute[:]
                     node.op_type, node.domain = "Identity", ""
             try:
-                inferred = onnx.shape_inference.infer_shapes(model).graph
+                from onnx import shape_inference  # only pools and encrypted products need shapes
+
+                inferred = shape_inference.infer_shapes(model).graph
             except Exception:  # noqa: BLE001 - inference is best effort; unknown shapes stay unknown
                 inferred = model.graph
             self._shapes = {}
@@ -118,7 +119,7 @@ class Graph:
     def is_initializer(self, tensor: str) -> bool:
         return any(t.name == tensor for t in self.model.graph.initializer)
 
-    def encrypted_nodes(self) -> Iterator[onnx.NodeProto]:
+    def encrypted_nodes(self) -> Iterator[NodeProto]:
         """Nodes that read, directly or not, a (non-constant) graph input: the encrypted path."""
         tainted = self.encrypted_tensors()
         return (n for n in self.topological() if n.op_type not in _CLEAR_OUTPUT_OPS and any(i in tainted for i in n.input))
@@ -133,7 +134,7 @@ class Graph:
             self._tainted = frozenset(tainted)
         return self._tainted
 
-    def topological(self) -> list[onnx.NodeProto]:
+    def topological(self) -> list[NodeProto]:
         """Nodes in dependency order, the file's own order wherever it is already valid (Kahn with
         a min-heap on position); a cycle or an undefined tensor is a broken model."""
         known = set(self._const_protos) | {i.name for i in self.model.graph.input} | {""}
@@ -146,7 +147,7 @@ class Graph:
                 waiting[i].append(k)
         ready = [k for k, n in enumerate(missing_count) if n == 0]
         heapq.heapify(ready)
-        ordered: list[onnx.NodeProto] = []
+        ordered: list[NodeProto] = []
         while ready:
             node = self.nodes[heapq.heappop(ready)]
             ordered.append(node)
@@ -163,12 +164,14 @@ class Graph:
         return ordered
 
 
-def attr(node: onnx.NodeProto, name: str, default=None):
+def attr(node: NodeProto, name: str, default=None):
     """The value of attribute ``name`` of ``node`` (decoded), or ``default``."""
     for a in node.attribute:
         if a.name == name:
             try:
-                return onnx.helper.get_attribute_value(a)
+                return attribute_value(a)
+            except UnicodeDecodeError as e:
+                raise UnsupportedModelError(f"{node.op_type} {node.name!r}: attribute {name!r} is not valid UTF-8") from e
             except (ValueError, TypeError, KeyError) as e:
                 raise UnsupportedModelError(f"{node.op_type} {node.name!r}: attribute {name!r} is malformed") from e
     return default

@@ -13,11 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-import onnx
 
 from fhe_lint.bounds import int_bits
 from fhe_lint.errors import UnsupportedModelError
 from fhe_lint.graph import Graph, attr
+from fhe_lint.onnx_proto import NodeProto
 from fhe_lint.onnx_quant import int_range, integer_weight, weight_quantizer
 from fhe_lint.quantizers import IntRange, Quantizer, is_qonnx_quant, parse_quant, symmetric
 from fhe_lint.settings import Settings
@@ -60,7 +60,7 @@ class WeightTensor:
     source: str
     source_values: np.ndarray
     quantizer: Quantizer
-    path: tuple[onnx.NodeProto, ...]  # nodes from the source to the layer, in graph order
+    path: tuple[NodeProto, ...]  # nodes from the source to the layer, in graph order
     as_operand: Callable[[np.ndarray], np.ndarray]  # source-shaped -> as the layer receives it
     neuron_major: Callable[[np.ndarray], np.ndarray]  # layer operand -> (neurons, fan_in)
     operand: int  # which input of the layer node the weight is
@@ -94,7 +94,7 @@ class InputRange:
     scale_zero_point: tuple[float, float] | None = None  # per-tensor: float value -> its integer
 
 
-def _scalar_params(graph: Graph, node: onnx.NodeProto) -> tuple[float, float] | None:
+def _scalar_params(graph: Graph, node: NodeProto) -> tuple[float, float] | None:
     names = [node.input[i] if len(node.input) > i else "" for i in (1, 2)]
     values = [graph.const(n) if n and graph.is_const(n) else (None if n else np.zeros(())) for n in names]
     if any(v is None or v.size != 1 for v in values):
@@ -106,7 +106,7 @@ def _scalar_params(graph: Graph, node: onnx.NodeProto) -> tuple[float, float] | 
 class LinearLayer:
     """A weighted layer (``weight`` set) or a weightless sum (``taps`` inputs added, e.g. a pool)."""
 
-    node: onnx.NodeProto
+    node: NodeProto
     name: str
     op: str
     weight: WeightTensor | None
@@ -129,37 +129,37 @@ class LinearLayer:
 # --- layout ops: applied to weights in the graph's order, walked through backwards for inputs ---
 
 
-def _axes(graph: Graph, node: onnx.NodeProto) -> list[int] | None:
+def _axes(graph: Graph, node: NodeProto) -> list[int] | None:
     if len(node.input) > 1 and node.input[1]:
         return [int(a) for a in graph.const(node.input[1]).ravel()]
     axes = attr(node, "axes")
     return list(axes) if axes is not None else None
 
 
-def _reshape(graph: Graph, node: onnx.NodeProto, a: np.ndarray) -> np.ndarray:
+def _reshape(graph: Graph, node: NodeProto, a: np.ndarray) -> np.ndarray:
     shape = [int(s) for s in graph.const(node.input[1]).ravel()]
     if not attr(node, "allowzero", 0):
         shape = [a.shape[i] if s == 0 else s for i, s in enumerate(shape)]
     return a.reshape(shape)
 
 
-def _flatten(graph: Graph, node: onnx.NodeProto, a: np.ndarray) -> np.ndarray:
+def _flatten(graph: Graph, node: NodeProto, a: np.ndarray) -> np.ndarray:
     axis = attr(node, "axis", 1) % max(a.ndim, 1) if a.ndim else 0
     return a.reshape(int(np.prod(a.shape[:axis])), -1)
 
 
-def _squeeze(graph: Graph, node: onnx.NodeProto, a: np.ndarray) -> np.ndarray:
+def _squeeze(graph: Graph, node: NodeProto, a: np.ndarray) -> np.ndarray:
     axes = _axes(graph, node)
     return np.squeeze(a) if axes is None else np.squeeze(a, axis=tuple(x % a.ndim for x in axes))
 
 
-def _unsqueeze(graph: Graph, node: onnx.NodeProto, a: np.ndarray) -> np.ndarray:
+def _unsqueeze(graph: Graph, node: NodeProto, a: np.ndarray) -> np.ndarray:
     axes = _axes(graph, node) or []
     ndim = a.ndim + len(axes)
     return np.expand_dims(a, tuple(x % ndim for x in axes))
 
 
-LAYOUT_OPS: dict[str, Callable[[Graph, onnx.NodeProto, np.ndarray], np.ndarray]] = {
+LAYOUT_OPS: dict[str, Callable[[Graph, NodeProto, np.ndarray], np.ndarray]] = {
     "Transpose": lambda g, n, a: np.transpose(a, attr(n, "perm") or None),
     "Reshape": _reshape,
     "Flatten": _flatten,
@@ -176,8 +176,8 @@ _VALUE_MOVING_OPS = frozenset(LAYOUT_OPS) | {
 _NEAREST_OPS = frozenset({"Resize", "Upsample"})
 
 
-def _is_zero_pad(graph: Graph, node: onnx.NodeProto) -> bool:
-    if (attr(node, "mode", b"constant") or b"constant") not in (b"constant", "constant"):
+def _is_zero_pad(graph: Graph, node: NodeProto) -> bool:
+    if (attr(node, "mode", "constant") or "constant") != "constant":
         return True  # reflect/edge/wrap pads copy existing values
     value = node.input[2] if len(node.input) > 2 else ""
     if value and (not graph.is_const(value) or np.any(graph.const(value) != 0)):
@@ -196,7 +196,7 @@ def input_range(graph: Graph, tensor: str) -> tuple[InputRange | None, str | Non
         if op == "Pad" and not _is_zero_pad(graph, node):
             return None, f"Pad {graph.name(node)!r} pads with a non-zero constant"
         moving = op in _VALUE_MOVING_OPS or op == "Pad" or (
-            op in _NEAREST_OPS and attr(node, "mode", b"nearest") in (b"nearest", "nearest")
+            op in _NEAREST_OPS and attr(node, "mode", "nearest") == "nearest"
         )
         if not moving:
             break
@@ -244,7 +244,7 @@ def _residual_sum(a: InputRange, b: InputRange) -> InputRange | None:
 # --- weights ---
 
 
-def _weight_chain(graph: Graph, tensor: str) -> tuple[str | None, onnx.NodeProto | None, list[onnx.NodeProto]]:
+def _weight_chain(graph: Graph, tensor: str) -> tuple[str | None, NodeProto | None, list[NodeProto]]:
     """Walk from a layer operand back through layout ops to a constant.
 
     Returns ``(source, quantizer_node, nodes_after_source_in_graph_order)``; ``source`` is None
@@ -252,7 +252,7 @@ def _weight_chain(graph: Graph, tensor: str) -> tuple[str | None, onnx.NodeProto
     QuantizeLinear (float source) or a DequantizeLinear (integer source), or None for a raw
     constant.
     """
-    chain: list[onnx.NodeProto] = []
+    chain: list[NodeProto] = []
     while True:
         if graph.is_const(tensor):
             return tensor, None, chain[::-1]
@@ -274,7 +274,7 @@ def _weight_chain(graph: Graph, tensor: str) -> tuple[str | None, onnx.NodeProto
         tensor = node.input[0]
 
 
-def _to_neuron_major(spec: LayerSpec, node: onnx.NodeProto, is_a: bool, a: np.ndarray) -> np.ndarray:
+def _to_neuron_major(spec: LayerSpec, node: NodeProto, is_a: bool, a: np.ndarray) -> np.ndarray:
     """Lay out a weight as (neurons, fan_in) following the op's definition, never a guess."""
     if spec.family == "conv":
         return a.reshape(a.shape[0], -1)
@@ -294,8 +294,8 @@ def _to_neuron_major(spec: LayerSpec, node: onnx.NodeProto, is_a: bool, a: np.nd
     return a.reshape(-1, a.shape[-1])
 
 
-def _weight_quantizer(graph: Graph, spec: LayerSpec, layer: onnx.NodeProto, operand: int, source: str,
-                      qnode: onnx.NodeProto | None, settings: Settings) -> Quantizer | None:
+def _weight_quantizer(graph: Graph, spec: LayerSpec, layer: NodeProto, operand: int, source: str,
+                      qnode: NodeProto | None, settings: Settings) -> Quantizer | None:
     w = graph.const(source)
     if spec.zero_points:
         zp = layer.input[spec.zero_points[operand]] if len(layer.input) > spec.zero_points[operand] else ""
@@ -309,8 +309,8 @@ def _weight_quantizer(graph: Graph, spec: LayerSpec, layer: onnx.NodeProto, oper
     return weight_quantizer(graph, qnode, w.ndim, integer_source=qnode.op_type == "DequantizeLinear")
 
 
-def _weight_tensor(graph: Graph, spec: LayerSpec, layer: onnx.NodeProto, operand: int, source: str,
-                   q: Quantizer, path: list[onnx.NodeProto]) -> WeightTensor:
+def _weight_tensor(graph: Graph, spec: LayerSpec, layer: NodeProto, operand: int, source: str,
+                   q: Quantizer, path: list[NodeProto]) -> WeightTensor:
     w = graph.const(source)
     if not np.issubdtype(w.dtype, np.number):
         raise UnsupportedModelError(f"{q.node}: weight {source!r} is not numeric ({w.dtype})")
@@ -338,14 +338,13 @@ def _weight_tensor(graph: Graph, spec: LayerSpec, layer: onnx.NodeProto, operand
     return WeightTensor(d, source, w, q, tuple(path), as_operand, neuron_major, operand)
 
 
-def _is_zero_padded(node: onnx.NodeProto) -> bool:
+def _is_zero_padded(node: NodeProto) -> bool:
     if "Conv" not in node.op_type:
         return False
-    auto_pad = attr(node, "auto_pad", b"NOTSET")
-    return any(attr(node, "pads", []) or []) or auto_pad not in (b"NOTSET", "NOTSET", b"VALID", "VALID")
+    return any(attr(node, "pads", []) or []) or attr(node, "auto_pad", "NOTSET") not in ("NOTSET", "VALID")
 
 
-def _phases(spec: LayerSpec, node: onnx.NodeProto, weight: WeightTensor) -> np.ndarray | None:
+def _phases(spec: LayerSpec, node: NodeProto, weight: WeightTensor) -> np.ndarray | None:
     """ConvTranspose: tap ``k`` of a dimension feeds output positions ``o`` with
     ``(o + pad - k * dilation) % stride == 0``, so taps split into stride-many phases and an
     output sums one phase's taps only."""
@@ -361,7 +360,7 @@ def _phases(spec: LayerSpec, node: onnx.NodeProto, weight: WeightTensor) -> np.n
     return np.tile(phase, weight.d.shape[1] // phase.size)
 
 
-def _data_range(graph: Graph, spec: LayerSpec, layer: onnx.NodeProto, operand: int,
+def _data_range(graph: Graph, spec: LayerSpec, layer: NodeProto, operand: int,
                 settings: Settings) -> tuple[InputRange | None, str | None]:
     tensor = layer.input[operand]
     if spec.zero_points:
@@ -379,7 +378,7 @@ def _walked_or_assumed(graph: Graph, tensor: str, settings: Settings) -> tuple[I
     return found, why
 
 
-def _runtime(graph: Graph, spec: LayerSpec, layer: onnx.NodeProto, data: int) -> tuple[int, np.ndarray | None] | None:
+def _runtime(graph: Graph, spec: LayerSpec, layer: NodeProto, data: int) -> tuple[int, np.ndarray | None] | None:
     """QOperator/QDQ layers run ``sum (x - zp_x)(w - zp_w) + bias_int32``: its zero-point and bias."""
     if spec.zero_points:
         zp_name = layer.input[spec.zero_points[data]] if len(layer.input) > spec.zero_points[data] else ""
@@ -401,7 +400,7 @@ def _runtime(graph: Graph, spec: LayerSpec, layer: onnx.NodeProto, data: int) ->
     return int(zp.ravel()[0]), bias
 
 
-def _layer(graph: Graph, node: onnx.NodeProto, settings: Settings) -> LinearLayer | None:
+def _layer(graph: Graph, node: NodeProto, settings: Settings) -> LinearLayer | None:
     spec = SPECS[(node.domain if node.domain != "ai.onnx" else "", node.op_type)]
     name, op = graph.name(node), node.op_type
     chains = {i: _weight_chain(graph, node.input[i]) for i in spec.weight_operands if len(node.input) > i}
@@ -446,7 +445,7 @@ def find_linear_layers(graph: Graph, settings: Settings) -> list[LinearLayer]:
 # --- weightless sums: pools add their window's inputs; an encrypted MatMul adds products ---
 
 
-def _encrypted_product(graph: Graph, spec: LayerSpec, node: onnx.NodeProto, settings: Settings) -> LinearLayer:
+def _encrypted_product(graph: Graph, spec: LayerSpec, node: NodeProto, settings: Settings) -> LinearLayer:
     """x @ y with both operands encrypted (attention-like): K products, each within the corners
     of the two ranges. Reported, never fixed: there is no weight to prune."""
     name, op = graph.name(node), node.op_type
@@ -468,7 +467,7 @@ def _encrypted_product(graph: Graph, spec: LayerSpec, node: onnx.NodeProto, sett
 SUM_OPS = frozenset({"AveragePool", "GlobalAveragePool", "ReduceSum"})
 
 
-def _sum_layer(graph: Graph, node: onnx.NodeProto, settings: Settings) -> LinearLayer | None:
+def _sum_layer(graph: Graph, node: NodeProto, settings: Settings) -> LinearLayer | None:
     name, op = graph.name(node), node.op_type
     if graph.is_const(node.input[0]):
         return None

@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import onnx
 
 from fhe_lint.analysis import ModelAnalysis, analyse
 from fhe_lint.config import with_model_suppressions
 from fhe_lint.diagnostics import Diagnostic, failing
 from fhe_lint.graph import Graph
 from fhe_lint.model_io import read_model
+from fhe_lint.onnx_proto import ModelProto
 from fhe_lint.rules import RULES
 from fhe_lint.settings import Settings
 from fhe_lint.tensor_data import TensorData
@@ -31,7 +31,7 @@ class LintResult:
         return failing(self.diagnostics, strict)
 
 
-def lint_model(model: onnx.ModelProto, path: Path, settings: Settings, data: TensorData | None = None) -> LintResult:
+def lint_model(model: ModelProto, path: Path, settings: Settings, data: TensorData | None = None) -> LintResult:
     settings = with_model_suppressions(settings, model)
     analysis = analyse(path, Graph(model, data), settings)
     found = [d for code, rule in RULES.items() if settings.enabled(code) for d in rule.check(analysis)]

@@ -16,11 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-import onnx
 from google.protobuf.message import DecodeError
 
 from fhe_lint import protowire
 from fhe_lint.errors import FixError, ModelLoadError
+from fhe_lint.onnx_proto import ModelProto, TensorProto, ValidationError, check_model
 from fhe_lint.ops import QONNX_DOMAINS
 from fhe_lint.tensor_data import TensorData, external_tensors, is_external, map_file
 
@@ -35,7 +35,7 @@ _PROTOBUF_LIMIT = 2**31
 MAP_THRESHOLD = 1024
 
 
-def read_model(path: Path, map_threshold: int = MAP_THRESHOLD) -> tuple[onnx.ModelProto, TensorData]:
+def read_model(path: Path, map_threshold: int = MAP_THRESHOLD) -> tuple[ModelProto, TensorData]:
     """Parse ``path`` as an ONNX model whose large initializers stay in the file.
 
     Each initializer holding at least ``map_threshold`` bytes becomes an external-data reference
@@ -70,7 +70,7 @@ def read_model(path: Path, map_threshold: int = MAP_THRESHOLD) -> tuple[onnx.Mod
     return model, data
 
 
-def parse_model(data: bytes, path: Path, tensors: TensorData | None = None) -> onnx.ModelProto:
+def parse_model(data: bytes, path: Path, tensors: TensorData | None = None) -> ModelProto:
     """Parse and validate serialized ONNX ``data``; ``path`` locates external data and messages.
 
     External tensors stay external: read them through ``tensors`` (a :class:`TensorData` for
@@ -82,7 +82,7 @@ def parse_model(data: bytes, path: Path, tensors: TensorData | None = None) -> o
     # parsed copies from coexisting (peak memory); its verdict waits until the parse has told
     # whether the input is ONNX at all.
     verdict = _check(data, path)
-    model = onnx.ModelProto()
+    model = ModelProto()
     try:
         model.ParseFromString(data)
     except (DecodeError, RuntimeError, ValueError) as e:
@@ -91,7 +91,7 @@ def parse_model(data: bytes, path: Path, tensors: TensorData | None = None) -> o
     return model
 
 
-def _accept(model: onnx.ModelProto, path: Path, tensors: TensorData, checked: bool = False,
+def _accept(model: ModelProto, path: Path, tensors: TensorData, checked: bool = False,
             verdict: ModelLoadError | None = None) -> None:
     """What every parsed model must be: ONNX at all, valid to onnx.checker (when ``checked``,
     ``verdict`` is the checker's word on the serialized bytes, which stands unless some tensor's
@@ -115,8 +115,8 @@ def _check(model: bytes, path: Path) -> ModelLoadError | None:
     """onnx.checker's verdict, tolerating one quirk of QONNX exports: custom quantizer domains
     used without an opset import."""
     try:
-        onnx.checker.check_model(model)
-    except (onnx.checker.ValidationError, ValueError) as e:  # ValueError: e.g. invalid UTF-8 in names
+        check_model(model)
+    except (ValidationError, ValueError) as e:  # ValueError: e.g. invalid UTF-8 in names
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         missing = re.match(r"No opset import for domain '([^']*)'", first)
         if missing and missing.group(1) in QONNX_DOMAINS:
@@ -127,11 +127,11 @@ def _check(model: bytes, path: Path) -> ModelLoadError | None:
     return None
 
 
-def _without_external_data(model: onnx.ModelProto) -> bytes:
+def _without_external_data(model: ModelProto) -> bytes:
     """What onnx.checker is given for a model with external tensors: it would look for their files
     relative to the working directory, so they become empty tensors; ``_accept`` checks the
     references themselves."""
-    copy = onnx.ModelProto()
+    copy = ModelProto()
     copy.CopyFrom(model)
     for t in external_tensors(copy):
         del t.external_data[:], t.dims[:]
@@ -140,7 +140,7 @@ def _without_external_data(model: onnx.ModelProto) -> bytes:
     return copy.SerializeToString()
 
 
-def write_model(fixed: onnx.ModelProto, original: onnx.ModelProto, data: TensorData, target: Path,
+def write_model(fixed: ModelProto, original: ModelProto, data: TensorData, target: Path,
                 touched: frozenset[str]) -> None:
     """Write ``fixed``, a fix of ``original`` (read through ``data``), over ``target``.
 
@@ -155,7 +155,7 @@ def write_model(fixed: onnx.ModelProto, original: onnx.ModelProto, data: TensorD
     same = Path(os.path.realpath(target)) == source
     refs = {t.name: t for t in original.graph.initializer if is_external(t)}
     files = {name: data.reference(t) for name, t in refs.items()}
-    patches: dict[Path, list[tuple[int, onnx.TensorProto]]] = {}  # bytes read one at a time when written
+    patches: dict[Path, list[tuple[int, TensorProto]]] = {}  # bytes read one at a time when written
     for t in fixed.graph.initializer:
         if t.name in touched and t.name in files:
             file, offset, length = files[t.name]
@@ -171,7 +171,7 @@ def write_model(fixed: onnx.ModelProto, original: onnx.ModelProto, data: TensorD
         if not same or source in patches:
             _write_patched(data, source, target, patches.get(source, []))
         return
-    out = onnx.ModelProto()
+    out = ModelProto()
     out.CopyFrom(fixed)
     for t in out.graph.initializer:  # touched external data goes back to its file, patched
         if same and t.name in touched and t.name in files and files[t.name][0] != source:
@@ -188,7 +188,7 @@ def write_model(fixed: onnx.ModelProto, original: onnx.ModelProto, data: TensorD
 
 
 def _write_patched(data: TensorData, source: Path, target: Path,
-                   changes: list[tuple[int, onnx.TensorProto]]) -> None:
+                   changes: list[tuple[int, TensorProto]]) -> None:
     """Replace ``target`` by the bytes of ``source`` as read (its mapping: a file replaced since is
     not mixed in), with each tensor's ``raw_data`` written at its offset, atomically."""
 

@@ -8,11 +8,10 @@ QONNX, the accumulator sees the raw integers: the integer type's range, whatever
 from __future__ import annotations
 
 import numpy as np
-import onnx
-from onnx import TensorProto
 
 from fhe_lint.errors import UnsupportedModelError
 from fhe_lint.graph import Graph, attr
+from fhe_lint.onnx_proto import NodeProto, TensorProto
 from fhe_lint.quantizers import IntRange, Quantizer
 
 # ONNX integer element types -> (range, bits)
@@ -68,7 +67,7 @@ def int_range(graph: Graph, tensor: str, where: str) -> tuple[IntRange, int]:
     return INT_TYPES[kind]
 
 
-def _per_axis(graph: Graph, node: onnx.NodeProto, value: np.ndarray, ndim: int) -> np.ndarray:
+def _per_axis(graph: Graph, node: NodeProto, value: np.ndarray, ndim: int) -> np.ndarray:
     """Reshape a 1-D per-axis scale/zero-point so it broadcasts along ``axis`` (default 1)."""
     if value.ndim == 0 or ndim == 0:
         return value
@@ -80,7 +79,7 @@ def _per_axis(graph: Graph, node: onnx.NodeProto, value: np.ndarray, ndim: int) 
     return value.reshape(shape)
 
 
-def _const_input(graph: Graph, node: onnx.NodeProto, i: int, what: str) -> np.ndarray | None:
+def _const_input(graph: Graph, node: NodeProto, i: int, what: str) -> np.ndarray | None:
     name = node.input[i] if len(node.input) > i else ""
     if not name:
         return None
@@ -92,7 +91,7 @@ def _const_input(graph: Graph, node: onnx.NodeProto, i: int, what: str) -> np.nd
     return value.astype(np.float64)
 
 
-def weight_quantizer(graph: Graph, node: onnx.NodeProto, ndim: int, integer_source: bool) -> Quantizer:
+def weight_quantizer(graph: Graph, node: NodeProto, ndim: int, integer_source: bool) -> Quantizer:
     """The quantizer of a weight behind a QuantizeLinear (float source) or DequantizeLinear (int)."""
     name = graph.name(node)
     scale = _const_input(graph, node, 1, "scale")
@@ -105,7 +104,7 @@ def weight_quantizer(graph: Graph, node: onnx.NodeProto, ndim: int, integer_sour
                      "ROUND", integer_source=integer_source)
 
 
-def integer_weight(graph: Graph, layer: onnx.NodeProto, tensor: str, zp_input: str, ndim: int) -> Quantizer:
+def integer_weight(graph: Graph, layer: NodeProto, tensor: str, zp_input: str, ndim: int) -> Quantizer:
     """A QOperator weight: the integer initializer itself, minus its zero-point input."""
     name = graph.name(layer)
     grid, bits = int_range(graph, tensor, name)

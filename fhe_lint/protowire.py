@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import onnx
+from fhe_lint.onnx_proto import ModelProto, TensorProto
 
 _MODEL_GRAPH, _GRAPH_INITIALIZER = 7, 5
 _TENSOR_RAW_DATA, _TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION = 9, 13, 14
@@ -58,22 +58,22 @@ def _fields(buf: memoryview, start: int, end: int) -> Iterator[tuple[int, int, i
         i = stop
 
 
-def _tensor(buf: memoryview, start: int, end: int, location: str, threshold: int) -> onnx.TensorProto:
+def _tensor(buf: memoryview, start: int, end: int, location: str, threshold: int) -> TensorProto:
     raw = [(s, v, e) for n, w, s, v, e in _fields(buf, start, end) if n == _TENSOR_RAW_DATA and w == _LENGTH]
     external = any(n in (_TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION) for n, *_ in _fields(buf, start, end))
-    tensor = onnx.TensorProto()
+    tensor = TensorProto()
     if len(raw) != 1 or external or raw[0][2] - raw[0][1] < threshold:
         tensor.MergeFromString(bytes(buf[start:end]))
         return tensor
     field_start, value, stop = raw[0]
     tensor.MergeFromString(bytes(buf[start:field_start]) + bytes(buf[stop:end]))
-    tensor.data_location = onnx.TensorProto.EXTERNAL
+    tensor.data_location = TensorProto.EXTERNAL
     for key, v in (("location", location), ("offset", str(value)), ("length", str(stop - value))):
         tensor.external_data.add(key=key, value=v)
     return tensor
 
 
-def parse_leaving_weights(buf: memoryview, location: str, threshold: int) -> onnx.ModelProto | None:
+def parse_leaving_weights(buf: memoryview, location: str, threshold: int) -> ModelProto | None:
     """The model serialized in ``buf`` (the whole file named ``location``), each initializer whose
     raw_data has at least ``threshold`` bytes referring to those bytes in place; None when the
     bytes must be parsed whole. Raises protobuf's DecodeError for bytes it cannot parse."""
@@ -81,7 +81,7 @@ def parse_leaving_weights(buf: memoryview, location: str, threshold: int) -> onn
         top, graphs = [], []
         for number, wire, start, value, stop in _fields(buf, 0, len(buf)):
             (graphs if number == _MODEL_GRAPH and wire == _LENGTH else top).append((start, value, stop))
-        model = onnx.ModelProto()
+        model = ModelProto()
         model.MergeFromString(b"".join(bytes(buf[s:e]) for s, _, e in top))
         for _, value, stop in graphs:
             rest, tensors = [], []

@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import onnx
 
 from fhe_lint.errors import UnsupportedModelError
 from fhe_lint.graph import Graph, attr
+from fhe_lint.onnx_proto import NodeProto
 from fhe_lint.ops import QONNX_DOMAINS
 
 MAX_BITS = 32
@@ -138,7 +138,7 @@ ROUNDING: dict[str, Callable[..., np.ndarray]] = {
 }
 
 
-def is_qonnx_quant(node: onnx.NodeProto) -> bool:
+def is_qonnx_quant(node: NodeProto) -> bool:
     return node.domain in QONNX_DOMAINS and node.op_type in ("Quant", "BipolarQuant")
 
 
@@ -148,7 +148,7 @@ def integer_range(bits: int, signed: bool, narrow: bool) -> IntRange:
     return IntRange(0, 2**bits - 1 - int(narrow))
 
 
-def _scalar_int(graph: Graph, node: onnx.NodeProto, index: int, what: str) -> int:
+def _scalar_int(graph: Graph, node: NodeProto, index: int, what: str) -> int:
     where = f"{graph.name(node)}"
     if len(node.input) <= index or not graph.is_const(node.input[index]):
         raise UnsupportedModelError(f"{where}: {what} is not a constant")
@@ -159,7 +159,7 @@ def _scalar_int(graph: Graph, node: onnx.NodeProto, index: int, what: str) -> in
     return int(value.flat[0])
 
 
-def _param(graph: Graph, node: onnx.NodeProto, index: int, what: str, need_const: bool) -> np.ndarray | None:
+def _param(graph: Graph, node: NodeProto, index: int, what: str, need_const: bool) -> np.ndarray | None:
     """A scale or zero-point; only a weight quantizer needs its value (activations need bits only)."""
     name = node.input[index] if len(node.input) > index else ""
     if not name or not graph.is_const(name):
@@ -172,7 +172,7 @@ def _param(graph: Graph, node: onnx.NodeProto, index: int, what: str, need_const
     return value.astype(np.float64)
 
 
-def parse_quant(graph: Graph, node: onnx.NodeProto, need_params: bool) -> Quantizer:
+def parse_quant(graph: Graph, node: NodeProto, need_params: bool) -> Quantizer:
     """Read a QONNX quantizer, validating every attribute that changes its integer grid."""
     name = graph.name(node)
     scale = _param(graph, node, 1, "scale", need_params)
@@ -189,8 +189,7 @@ def parse_quant(graph: Graph, node: onnx.NodeProto, need_params: bool) -> Quanti
     if not 1 <= bits <= MAX_BITS:
         raise UnsupportedModelError(f"{name}: bit-width {bits} is outside 1..{MAX_BITS}")
     signed, narrow = bool(attr(node, "signed", 1)), bool(attr(node, "narrow", 0))
-    rounding = attr(node, "rounding_mode", b"ROUND")
-    rounding = rounding.decode("utf-8", "replace") if isinstance(rounding, bytes) else str(rounding)
+    rounding = str(attr(node, "rounding_mode", "ROUND"))
     if rounding.upper() not in ROUNDING:
         raise UnsupportedModelError(f"{name}: unsupported rounding_mode {rounding!r}")
     grid = integer_range(bits, signed, narrow)

@@ -15,28 +15,20 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-import onnx
-from onnx import external_data_helper, numpy_helper
 
 from fhe_lint.errors import ModelLoadError
+from fhe_lint.onnx_proto import ModelProto, PLAIN_DTYPES, TensorProto, all_tensors, to_array
 
-# Element types stored one numpy item per element (the packed 2/4/6-bit ones are decoded by onnx).
-_PLAIN = frozenset({
-    onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
-    onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT16, onnx.TensorProto.UINT16,
-    onnx.TensorProto.INT32, onnx.TensorProto.UINT32, onnx.TensorProto.INT64, onnx.TensorProto.UINT64,
-    onnx.TensorProto.BOOL,
-})
 _COPY_CHUNK = 64 << 20  # a multiple of every page size
 
 
-def is_external(tensor: onnx.TensorProto) -> bool:
-    return tensor.data_location == onnx.TensorProto.EXTERNAL
+def is_external(tensor: TensorProto) -> bool:
+    return tensor.data_location == TensorProto.EXTERNAL
 
 
-def external_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
+def external_tensors(model: ModelProto) -> list[TensorProto]:
     """Every tensor of ``model`` (initializers, Constant nodes, subgraphs) whose data is elsewhere."""
-    return [t for t in external_data_helper._get_all_tensors(model) if is_external(t)]  # noqa: SLF001 - onnx's own walker
+    return [t for t in all_tensors(model) if is_external(t)]
 
 
 class TensorData:
@@ -49,7 +41,7 @@ class TensorData:
         if model_map is not None:
             self._maps[self.model_path] = model_map
 
-    def reference(self, tensor: onnx.TensorProto) -> tuple[Path, int, int]:
+    def reference(self, tensor: TensorProto) -> tuple[Path, int, int]:
         """(file, offset, length) of an external tensor, refusing any location outside the
         model's directory and any range outside the file."""
         info = {e.key: e.value for e in tensor.external_data}
@@ -74,28 +66,28 @@ class TensorData:
                                  f"is outside {location!r} ({size} bytes)")
         return target, offset, length
 
-    def raw(self, tensor: onnx.TensorProto) -> memoryview:
+    def raw(self, tensor: TensorProto) -> memoryview:
         """The stored bytes of an external tensor (a view of the mapped file)."""
         path, offset, length = self.reference(tensor)
         if length == 0:  # an empty file cannot be mapped
             return memoryview(b"")
         return memoryview(self._map(path))[offset:offset + length]
 
-    def array(self, tensor: onnx.TensorProto) -> np.ndarray:
+    def array(self, tensor: TensorProto) -> np.ndarray:
         """An external tensor's values: a read-only view of the file for plain element types."""
         raw = self.raw(tensor)
-        if tensor.data_type in _PLAIN and sys.byteorder == "little" and not tensor.HasField("segment"):
-            dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
+        if tensor.data_type in PLAIN_DTYPES and sys.byteorder == "little" and not tensor.HasField("segment"):
+            dtype = PLAIN_DTYPES[tensor.data_type]
             count = int(np.prod(tensor.dims, dtype=np.int64))
             if count * dtype.itemsize != len(raw):
                 raise ModelLoadError(f"tensor {tensor.name!r}: {len(raw)} bytes of external data for "
                                      f"{count} elements of {dtype}")
             return np.frombuffer(raw, dtype=dtype, count=count).reshape(tuple(tensor.dims))
-        return numpy_helper.to_array(self.embedded(tensor))
+        return to_array(self.embedded(tensor))
 
-    def embedded(self, tensor: onnx.TensorProto) -> onnx.TensorProto:
+    def embedded(self, tensor: TensorProto) -> TensorProto:
         """A copy of ``tensor`` carrying its data itself (for writers and evaluators)."""
-        out = onnx.TensorProto()
+        out = TensorProto()
         out.CopyFrom(tensor)
         if is_external(tensor):
             out.raw_data = bytes(self.raw(tensor))
@@ -103,9 +95,9 @@ class TensorData:
             out.ClearField("data_location")
         return out
 
-    def standalone(self, model: onnx.ModelProto) -> onnx.ModelProto:
+    def standalone(self, model: ModelProto) -> ModelProto:
         """A copy of ``model`` with every external tensor's data embedded."""
-        out = onnx.ModelProto()
+        out = ModelProto()
         out.CopyFrom(model)
         for t in external_tensors(out):
             t.CopyFrom(self.embedded(t))

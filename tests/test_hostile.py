@@ -149,7 +149,7 @@ def test_rounding_mode_with_invalid_utf8(tmp_path):
     for a in quant.attribute:
         if a.name == "rounding_mode":
             a.s = b"R\xd5\x00ND"
-    assert_one_line_error(run_cli(save(m, tmp_path / "utf8.onnx")), "unsupported rounding_mode")
+    assert_one_line_error(run_cli(save(m, tmp_path / "utf8.onnx")), "'rounding_mode' is not valid UTF-8")
 
 
 def test_absurd_zero_point(tmp_path):

@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
 
+def error(message: str) -> None:
+    """The one form of every failure of the tool itself, usage errors included: one line on stderr."""
+    click.echo(f"fhe-lint: error: {message}", err=True)
+
+
 class _DefaultCheckGroup(click.Group):
     """``fhe-lint MODEL...`` means ``fhe-lint check MODEL...``, as the main job should be short."""
 
@@ -32,6 +37,18 @@ class _DefaultCheckGroup(click.Group):
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
             args = ["check", *args]
         return super().parse_args(ctx, args)
+
+    def main(self, *args: object, **kwargs: object) -> None:  # type: ignore[override]
+        """click's own error report is three lines (usage, hint, message): here it is one."""
+        try:
+            super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.Exit as e:
+            sys.exit(e.exit_code)
+        except click.Abort:
+            sys.exit(130)
+        except click.ClickException as e:
+            error(e.format_message())
+            sys.exit(EXIT_ERROR)
 
 
 def _codes(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> frozenset[str]:
@@ -131,7 +148,7 @@ def check(ctx: click.Context, files: tuple[Path, ...], fmt: str, output_file: Pa
     try:
         jobs_settings = [(path, Settings(**cli) if isolated else config.resolve(path, cli)) for path in files]
     except FheLintError as e:
-        click.echo(f"fhe-lint: error: {e}", err=True)
+        error(str(e))
         sys.exit(EXIT_ERROR)
     if show_settings:
         for path, s in jobs_settings:
@@ -140,26 +157,22 @@ def check(ctx: click.Context, files: tuple[Path, ...], fmt: str, output_file: Pa
     reports = run_files(jobs_settings, fix, output, jobs, progress=_progress)
     for r in reports:
         if r.error is not None:
-            click.echo(f"fhe-lint: error: {r.error}", err=True)
-    if plot is not None:
-        from fhe_lint import plot as plotting
+            error(r.error)
+    try:
+        if plot is not None:
+            from fhe_lint import plot as plotting
 
-        try:
             plotting.save(reports, plot)
-        except FheLintError as e:
-            click.echo(f"fhe-lint: error: {e}", err=True)
-            sys.exit(EXIT_ERROR)
-    text = emitter(fmt)(reports, layers=layers, quiet=quiet)
-    if output_file is not None:
-        from fhe_lint.model_io import write_atomic
+        text = emitter(fmt)(reports, layers=layers, quiet=quiet)
+        if output_file is not None:
+            from fhe_lint.model_io import write_atomic
 
-        try:
             write_atomic(output_file, (text + "\n").encode())
-        except FheLintError as e:
-            click.echo(f"fhe-lint: error: {e}", err=True)
-            sys.exit(EXIT_ERROR)
-    elif text:
-        click.echo(text)
+        elif text:
+            click.echo(text)
+    except FheLintError as e:
+        error(str(e))
+        sys.exit(EXIT_ERROR)
     sys.exit(_exit_code(reports))
 
 

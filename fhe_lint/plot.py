@@ -28,12 +28,13 @@ def _pyplot():
 
 def figure(reports: list[FileReport]):
     plt = _pyplot()
-    shown = [r for r in reports if r.error is None and r.neuron_bits]
+    shown = [r for r in reports if r.error is None and any(layer.neuron_bits for layer in r.layers)]
     fig, axes = plt.subplots(max(len(shown), 1), 2, figsize=(12, 3.6 * max(len(shown), 1)), squeeze=False)
     for (bars, hist), r in zip(axes, shown):
         n_max = r.settings.n_max
-        names = list(r.neuron_bits)
-        after = [max(r.neuron_bits[n]) for n in names]
+        analysed = [layer for layer in r.layers if layer.neuron_bits]
+        names = [layer.node for layer in analysed]
+        after = [max(layer.neuron_bits) for layer in analysed]
         before = r.fix.bits_before if r.fix is not None and r.fix.bits_before else None
         x = range(len(names))
         if before:
@@ -51,8 +52,8 @@ def figure(reports: list[FileReport]):
         bars.set_ylabel("accumulator bits (headroom above)")
         bars.set_title(f"{r.path.name}: worst case per layer")
         bars.legend(fontsize=8, loc="lower right")
-        for n in names:
-            hist.hist(r.neuron_bits[n], bins=range(1, max(max(after), n_max) + 3), histtype="step", label=n)
+        for layer in analysed:
+            hist.hist(layer.neuron_bits, bins=range(1, max(max(after), n_max) + 3), histtype="step", label=layer.node)
         hist.axvline(n_max + 1, color="black", linestyle="--", linewidth=1)
         hist.set_xlabel("bits per neuron (right of the line: overflow)")
         hist.set_ylabel("neurons")
@@ -81,7 +82,7 @@ def save(reports: list[FileReport], path: Path) -> None:
 def _html(reports: list[FileReport], svg: str) -> str:
     svg = svg[svg.index("<svg"):]
     rows = "".join(
-        f"<tr><td>{html.escape(str(r.path))}</td><td>{html.escape(layer['node'])}</td><td>{layer['accumulator_bits']}</td>"
+        f"<tr><td>{html.escape(str(r.path))}</td><td>{html.escape(layer.node)}</td><td>{layer.accumulator_bits}</td>"
         f"<td>{r.settings.n_max}</td></tr>"
         for r in reports if r.error is None for layer in r.layers
     )

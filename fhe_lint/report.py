@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,18 +28,102 @@ class FixSummary:
 
 
 @dataclass(frozen=True)
+class Advice:
+    """The bit-widths at which a layer fits with no pruning at all (None: none does)."""
+
+    max_weight_bits: int | None
+    max_input_bits: int | None
+    text: str
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    """One linear layer as every output shows it; ``None`` where unknown (FHE005) or meaningless
+    (a weightless sum has no weight bits, Omega or fan-in of weights)."""
+
+    node: str
+    op: str
+    neurons: int | None
+    fan_in: int | None
+    weight_bits: int | None
+    input_bits: int | None
+    input_range: tuple[int, int] | None
+    omega: int | None
+    max_nonzero: int | None
+    accumulator_range: tuple[int, int] | None
+    accumulator_bits: int | None
+    runtime_accumulator_range: tuple[int, int] | None = None  # QDQ/QOperator's int32 accumulator
+    observed_range: tuple[int, int] | None = None  # with --calibration
+    observed_bits: int | None = None
+    advice: Advice | None = None
+    confirmed: bool = False  # --confirm ran on this file
+    confirmed_bits: int | None = None  # what Concrete reported
+    neuron_bits: tuple[int, ...] = ()  # per neuron, for plots (not in JSON)
+
+    @classmethod
+    def of(cls, la: LayerAnalysis, observed: IntRange | None = None, advise: bool = False, n_max: int = 16,
+           confirmed: dict[str, int] | None = None) -> LayerReport:
+        layer, b = la.layer, la.bounds
+        w, x = layer.weight, layer.input
+        advice = None
+        if advise and b is not None and w is not None:
+            a = bit_advice(la, n_max)
+            advice = Advice(a.max_weight_bits, a.max_input_bits, a.text(w.bits, x.bits))
+        return cls(
+            node=la.name, op=layer.op,
+            neurons=layer.neurons if w is not None else None,
+            fan_in=layer.fan_in if w is not None else None,
+            weight_bits=w.bits if w is not None else None,
+            input_bits=x.bits if x is not None else None,
+            input_range=(x.range.lo, x.range.hi) if x is not None else None,
+            omega=b.omega if b is not None else None,
+            max_nonzero=int(b.nonzero.max(initial=0)) if b is not None else None,
+            accumulator_range=(b.range.lo, b.range.hi) if b is not None else None,
+            accumulator_bits=int(b.bits.max(initial=1)) if b is not None else None,
+            runtime_accumulator_range=(b.runtime.lo, b.runtime.hi) if b is not None and b.runtime else None,
+            observed_range=(observed.lo, observed.hi) if observed is not None else None,
+            observed_bits=int_bits(observed.lo, observed.hi) if observed is not None else None,
+            advice=advice,
+            confirmed=confirmed is not None,
+            confirmed_bits=(confirmed or {}).get(la.name),
+            neuron_bits=tuple(int(v) for v in b.bits) if b is not None else (),
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        """The JSON contract's layer object (DESIGN.md): optional keys appear only when known."""
+        def pair(r: tuple[int, int] | None) -> list[int] | None:
+            return list(r) if r is not None else None
+
+        out: dict[str, Any] = {
+            "node": self.node, "op": self.op, "neurons": self.neurons, "fan_in": self.fan_in,
+            "weight_bits": self.weight_bits, "input_bits": self.input_bits, "input_range": pair(self.input_range),
+            "omega": self.omega, "max_nonzero": self.max_nonzero,
+            "accumulator_range": pair(self.accumulator_range), "accumulator_bits": self.accumulator_bits,
+        }
+        if self.runtime_accumulator_range is not None:
+            out["runtime_accumulator_range"] = pair(self.runtime_accumulator_range)
+        if self.observed_range is not None:
+            out["observed_range"], out["observed_bits"] = pair(self.observed_range), self.observed_bits
+        if self.advice is not None:
+            out["advice"] = {"max_weight_bits": self.advice.max_weight_bits,
+                             "max_input_bits": self.advice.max_input_bits, "text": self.advice.text}
+        if self.confirmed:
+            out["confirmed_bits"] = self.confirmed_bits
+        return out
+
+
+@dataclass(frozen=True)
 class FileReport:
     """One input file's outcome as plain data (cheap to send between processes for ``-j``):
-    its layers (JSON view), findings and fix, or the error that stopped its analysis."""
+    its layers, findings and fix, or the error that stopped its analysis."""
 
     path: Path
     settings: Settings
-    layers: tuple[dict[str, Any], ...] = ()
+    layers: tuple[LayerReport, ...] = ()
     diagnostics: tuple[Diagnostic, ...] = ()
     error: str | None = None
     fix: FixSummary | None = None
     suppressed: int = 0
-    neuron_bits: dict[str, tuple[int, ...]] = field(default_factory=dict)  # for plots, not in JSON
     confirm_network: dict[str, Any] | None = None  # {compiles, max_bitwidth, error}
 
     @classmethod
@@ -47,14 +131,10 @@ class FileReport:
            confirmed: dict[str, int] | None = None, network: dict[str, Any] | None = None) -> FileReport:
         s = result.analysis.settings
         failing = {d.node for d in result.diagnostics if d.code in ("FHE001", "FHE003")}
-        layers = []
-        for la in result.analysis.layers:
-            j = layer_json(la, (observed or {}).get(la.name), la.name in failing, s.n_max)
-            if confirmed is not None:
-                j["confirmed_bits"] = confirmed.get(la.name)
-            layers.append(j)
-        return cls(result.path, s, tuple(layers), result.diagnostics, fix=fix, suppressed=result.suppressed,
-                   neuron_bits=neuron_bits(result), confirm_network=network)
+        layers = tuple(LayerReport.of(la, (observed or {}).get(la.name), la.name in failing, s.n_max, confirmed)
+                       for la in result.analysis.layers)
+        return cls(result.path, s, layers, result.diagnostics, fix=fix, suppressed=result.suppressed,
+                   confirm_network=network)
 
     def count(self, severity: Severity) -> int:
         return sum(d.severity is severity for d in self.diagnostics)
@@ -66,35 +146,6 @@ class FileReport:
 
 def neuron_bits(result: LintResult) -> dict[str, tuple[int, ...]]:
     return {la.name: tuple(int(b) for b in la.bounds.bits) for la in result.analysis.layers if la.bounds is not None}
-
-
-def layer_json(la: LayerAnalysis, observed: IntRange | None = None, advise: bool = False,
-               n_max: int = 16) -> dict[str, Any]:
-    layer, b = la.layer, la.bounds
-    w, x = layer.weight, layer.input
-    extra: dict[str, Any] = {}
-    if observed is not None:
-        extra["observed_range"] = [observed.lo, observed.hi]
-        extra["observed_bits"] = int_bits(observed.lo, observed.hi)
-    if advise and b is not None and w is not None:
-        a = bit_advice(la, n_max)
-        extra["advice"] = {"max_weight_bits": a.max_weight_bits, "max_input_bits": a.max_input_bits,
-                           "text": a.text(w.bits, x.bits)}
-    return {
-        "node": la.name,
-        "op": layer.op,
-        "neurons": layer.neurons if w is not None else None,
-        "fan_in": layer.fan_in if w is not None else None,
-        "weight_bits": w.bits if w is not None else None,  # None: unknown, or a weightless sum
-        "input_bits": x.bits if x is not None else None,
-        "input_range": [x.range.lo, x.range.hi] if x is not None else None,
-        "omega": b.omega if b is not None else None,
-        "max_nonzero": int(b.nonzero.max(initial=0)) if b is not None else None,
-        "accumulator_range": [b.range.lo, b.range.hi] if b is not None else None,
-        "accumulator_bits": int(b.bits.max(initial=1)) if b is not None else None,
-        **({"runtime_accumulator_range": [b.runtime.lo, b.runtime.hi]} if b is not None and b.runtime else {}),
-        **extra,
-    }
 
 
 def diagnostic_json(d: Diagnostic) -> dict[str, Any]:

@@ -179,3 +179,11 @@ def test_json_is_parseable_for_many_files():
     rc, rep = lint_json(CLEAN, OVERFLOW)
     assert rc == 1 and [f["path"] for f in rep["files"]] == [str(CLEAN), str(OVERFLOW)]
     assert json.loads(json.dumps(rep)) == rep
+
+
+@pytest.mark.parametrize("args", [["--bogus", "m.onnx"], ["rule", "FHE999"], [str(OVERFLOW), "-o", "x.onnx"]])
+def test_usage_errors_are_one_line_exit_2(args):
+    p = run_cli(*args)
+    assert p.returncode == 2 and p.stdout == ""
+    (line,) = p.stderr.strip().splitlines()
+    assert line.startswith("fhe-lint: error: ")

@@ -19,7 +19,7 @@ def _suite(r: FileReport) -> ET.Element:
     by_node: dict[str | None, list] = {}
     for d in r.diagnostics:
         by_node.setdefault(d.node, []).append(d)
-    names = [layer["node"] for layer in r.layers]
+    names = [layer.node for layer in r.layers]
     names += [n for n in by_node if n not in names]
     failures = 0
     for name in names:

@@ -7,15 +7,15 @@ from fhe_lint.report import FileReport, location, summary
 
 def diagnostic_lines(r: FileReport) -> list[str]:
     lines = [f"{location(r.path, d)}: {d.code} {d.message}" for d in r.diagnostics]
-    lines += [f"{r.path}:{layer['node']}: confirm: Concrete reports {layer['confirmed_bits']} bits, the static "
-              f"bound {layer['accumulator_bits']}" for layer in r.layers
-              if layer.get("confirmed_bits") is not None and layer["confirmed_bits"] != layer["accumulator_bits"]]
+    lines += [f"{r.path}:{layer.node}: confirm: Concrete reports {layer.confirmed_bits} bits, the static "
+              f"bound {layer.accumulator_bits}" for layer in r.layers
+              if layer.confirmed_bits is not None and layer.confirmed_bits != layer.accumulator_bits]
     if r.confirm_network is not None:
         n = r.confirm_network
         lines.append(f"{r.path}: Concrete ML compiles the model, max bit-width {n['max_bitwidth']}" if n["compiles"]
                      else f"{r.path}: Concrete ML cannot compile the model: {n['error']}")
-    return lines + [f"{r.path}:{layer['node']}: advice: {layer['advice']['text']}" for layer in r.layers
-                    if "advice" in layer and (r.fix is None or r.fix.refused)]
+    return lines + [f"{r.path}:{layer.node}: advice: {layer.advice.text}" for layer in r.layers
+                    if layer.advice is not None and (r.fix is None or r.fix.refused)]
 
 
 def fix_lines(r: FileReport) -> list[str]:
@@ -40,23 +40,22 @@ def layer_table(r: FileReport) -> str:
     rows = []
     n_max = r.settings.n_max
     for j in r.layers:
-        bits = j["accumulator_bits"]
+        bits = j.accumulator_bits
         rows.append([
-            j["node"], j["op"], j["neurons"], j["fan_in"], f"{j['weight_bits']}/{j['input_bits']}",
-            j["omega"], j["max_nonzero"],
-            "unknown" if j["accumulator_range"] is None else f"[{j['accumulator_range'][0]}, {j['accumulator_range'][1]}]",
+            j.node, j.op, j.neurons, j.fan_in, f"{j.weight_bits}/{j.input_bits}", j.omega, j.max_nonzero,
+            "unknown" if j.accumulator_range is None else f"[{j.accumulator_range[0]}, {j.accumulator_range[1]}]",
             bits, None if bits is None else n_max - bits,
         ])
     headers = ["node", "op", "neurons", "fan-in", "bits w/in", "Ω", "max nz", "range", "acc bits", "headroom"]
-    if any("confirmed_bits" in j for j in r.layers):
+    if any(j.confirmed for j in r.layers):
         headers.append("confirmed")
         for row, j in zip(rows, r.layers):
-            row.append(j.get("confirmed_bits"))
-    if any("observed_range" in j for j in r.layers):
+            row.append(j.confirmed_bits)
+    if any(j.observed_range is not None for j in r.layers):
         headers += ["observed", "obs bits", "obs headroom"]
         for row, j in zip(rows, r.layers):
-            o = j.get("observed_range")
-            row += [f"[{o[0]}, {o[1]}]", j["observed_bits"], n_max - j["observed_bits"]] if o else [None] * 3
+            o = j.observed_range
+            row += [f"[{o[0]}, {o[1]}]", j.observed_bits, n_max - j.observed_bits] if o else [None] * 3
     return f"{r.path}\n" + tabulate(rows, headers=headers, missingval="-")
 
 

@@ -14,8 +14,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 import numpy as np
-import onnx
-from onnx import numpy_helper
 
 from fhe_lint import bounds
 from fhe_lint.analysis import LayerAnalysis, ModelAnalysis, tap_range
@@ -23,6 +21,7 @@ from fhe_lint.diagnostics import Diagnostic, Requirement
 from fhe_lint.errors import FixError
 from fhe_lint.graph import Graph
 from fhe_lint.linter import LintResult, lint_model
+from fhe_lint.onnx_proto import ModelProto, NodeProto, TensorProto, from_array
 from fhe_lint.parallel import map_blocks
 
 
@@ -165,11 +164,15 @@ _LOW32, _COLUMN = np.uint64(2**32 - 1), np.uint64(2**24 - 1)
 
 
 def _windows(bits: np.ndarray, signed: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, :func:`bounds.window` of its bit limit (rows without one get any finite window)."""
-    b = np.maximum(bits, 1).astype(object)
+    """Per row, :func:`bounds.window` of its bit limit (rows without one get any finite window),
+    in int64 unless a limit past 62 bits needs Python integers."""
+    b = np.maximum(bits, 1)
+    if b.max(initial=1) > 62:
+        b = b.astype(object)
+    one = b.dtype.type(1) if b.dtype != object else 1
     if signed:
-        return np.array([-(2 ** (v - 1)) for v in b], dtype=object), np.array([2 ** (v - 1) - 1 for v in b], dtype=object)
-    return np.zeros(b.size, dtype=object), np.array([2**v - 1 for v in b], dtype=object)
+        return -(one << (b - 1)), (one << (b - 1)) - 1
+    return np.zeros_like(b), (one << b) - 1
 
 
 def _term_table(x_lo: int, x_hi: int, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -242,10 +245,10 @@ def _pruned_weights(graph: Graph, p: LayerPrune) -> np.ndarray:
     return w
 
 
-def apply(graph: Graph, prunes: list[LayerPrune]) -> tuple[onnx.ModelProto, frozenset[str]]:
+def apply(graph: Graph, prunes: list[LayerPrune]) -> tuple[ModelProto, frozenset[str]]:
     """A copy of the graph's model with the planned weights zeroed, and the initializers changed
     in place; nothing else changes."""
-    fixed = onnx.ModelProto()
+    fixed = ModelProto()
     fixed.CopyFrom(graph.model)
     g = fixed.graph
     index = {id(n): i for i, n in enumerate(graph.nodes)}
@@ -264,7 +267,7 @@ def apply(graph: Graph, prunes: list[LayerPrune]) -> tuple[onnx.ModelProto, froz
         tensor = _unique(weight.source, taken)
         g.initializer.append(_tensor(values, tensor, original))
         for node in weight.path:
-            clone = onnx.NodeProto()
+            clone = NodeProto()
             clone.CopyFrom(node)
             clone.name = _unique(node.name or node.op_type, taken)
             clone.input[0] = tensor
@@ -280,19 +283,18 @@ def apply(graph: Graph, prunes: list[LayerPrune]) -> tuple[onnx.ModelProto, froz
     return fixed, frozenset(touched)
 
 
-def _tensor(values: np.ndarray, name: str, original: onnx.TensorProto) -> onnx.TensorProto:
+def _tensor(values: np.ndarray, name: str, original: TensorProto) -> TensorProto:
     """``values`` stored with the original element type (int4 stays int4, float16 stays float16)."""
-    t = numpy_helper.from_array(values.astype(onnx.helper.tensor_dtype_to_np_dtype(original.data_type), copy=False),
-                                name)
+    t = from_array(values, original.data_type, name)
     t.doc_string = original.doc_string
     return t
 
 
-def _topological_sort(model: onnx.ModelProto) -> None:
+def _topological_sort(model: ModelProto) -> None:
     """Appended clones must precede the layer they feed (ONNX requires topological order)."""
     ordered = Graph(model).topological()
     if [id(n) for n in ordered] != [id(n) for n in model.graph.node]:
-        copies = [onnx.NodeProto() for _ in ordered]
+        copies = [NodeProto() for _ in ordered]
         for c, n in zip(copies, ordered):
             c.CopyFrom(n)
         del model.graph.node[:]
@@ -307,7 +309,7 @@ class FixOutcome:
     """What a fix did. ``model`` is the fixed model to write, None when nothing is written."""
 
     result: LintResult
-    model: onnx.ModelProto | None
+    model: ModelProto | None
     pruned: dict[str, int]
     refused: str | None = None
     agreement: float | None = None  # share of calibration inputs whose predicted class is unchanged

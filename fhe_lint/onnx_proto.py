@@ -119,6 +119,18 @@ def to_array(tensor: Any) -> np.ndarray:
     return values.reshape(shape)
 
 
+def from_array(values: np.ndarray, data_type: int, name: str) -> Any:
+    """A tensor of element type ``data_type`` holding ``values`` (``onnx.numpy_helper.from_array``
+    of the values cast to that type; packed and exotic types go through onnx itself)."""
+    if data_type not in PLAIN_DTYPES:
+        from onnx import numpy_helper
+
+        return numpy_helper.from_array(values.astype(np_dtype(data_type), copy=False), name)
+    t = TensorProto(name=name, data_type=data_type, dims=values.shape)
+    t.raw_data = np.ascontiguousarray(values, dtype=PLAIN_DTYPES[data_type].newbyteorder("<")).tobytes()
+    return t
+
+
 def attribute_value(a: Any) -> Any:
     """An attribute's value as ``onnx.helper.get_attribute_value`` gives it, except that strings
     are decoded (UTF-8) once here, so no caller compares bytes with str."""

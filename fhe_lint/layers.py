@@ -19,6 +19,7 @@ from fhe_lint.errors import UnsupportedModelError
 from fhe_lint.graph import Graph, attr
 from fhe_lint.onnx_proto import NodeProto
 from fhe_lint.onnx_quant import int_range, integer_weight, weight_quantizer
+from fhe_lint.ops import LAYOUT_OPS, VALUE_MOVING_OPS
 from fhe_lint.quantizers import IntRange, Quantizer, is_qonnx_quant, parse_quant, symmetric
 from fhe_lint.settings import Settings
 
@@ -159,7 +160,8 @@ def _unsqueeze(graph: Graph, node: NodeProto, a: np.ndarray) -> np.ndarray:
     return np.expand_dims(a, tuple(x % ndim for x in axes))
 
 
-LAYOUT_OPS: dict[str, Callable[[Graph, NodeProto, np.ndarray], np.ndarray]] = {
+# How each of ops.LAYOUT_OPS rearranges a constant (a weight is laid out by replaying them).
+LAYOUT_FUNCTIONS: dict[str, Callable[[Graph, NodeProto, np.ndarray], np.ndarray]] = {
     "Transpose": lambda g, n, a: np.transpose(a, attr(n, "perm") or None),
     "Reshape": _reshape,
     "Flatten": _flatten,
@@ -168,11 +170,6 @@ LAYOUT_OPS: dict[str, Callable[[Graph, NodeProto, np.ndarray], np.ndarray]] = {
     "Identity": lambda g, n, a: a,
 }
 
-# Ops between a quantizer and a layer's input that only move, copy or drop values (or add the
-# zero of padding): the integers the layer reads are still the quantizer's.
-_VALUE_MOVING_OPS = frozenset(LAYOUT_OPS) | {
-    "MaxPool", "DepthToSpace", "SpaceToDepth", "Slice", "Gather", "Split", "Tile", "Expand",
-}
 _NEAREST_OPS = frozenset({"Resize", "Upsample"})
 
 
@@ -195,7 +192,7 @@ def input_range(graph: Graph, tensor: str) -> tuple[InputRange | None, str | Non
         op = node.op_type
         if op == "Pad" and not _is_zero_pad(graph, node):
             return None, f"Pad {graph.name(node)!r} pads with a non-zero constant"
-        moving = op in _VALUE_MOVING_OPS or op == "Pad" or (
+        moving = op in VALUE_MOVING_OPS or op == "Pad" or (
             op in _NEAREST_OPS and attr(node, "mode", "nearest") == "nearest"
         )
         if not moving:
@@ -325,7 +322,7 @@ def _weight_tensor(graph: Graph, spec: LayerSpec, layer: NodeProto, operand: int
 
     def as_operand(a: np.ndarray) -> np.ndarray:
         for node in chain:
-            a = LAYOUT_OPS[node.op_type](graph, node, a)
+            a = LAYOUT_FUNCTIONS[node.op_type](graph, node, a)
         return a
 
     def neuron_major(a: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ import numpy as np
 from fhe_lint.errors import UnsupportedModelError
 from fhe_lint.graph import Graph, attr
 from fhe_lint.onnx_proto import NodeProto, TensorProto
+from fhe_lint.ops import TYPE_KEEPING_OPS
 from fhe_lint.quantizers import IntRange, Quantizer
 
 # ONNX integer element types -> (range, bits)
@@ -28,9 +29,6 @@ INT_TYPES: dict[int, tuple[IntRange, int]] = {
 # QOperator ops whose output is an integer tensor typed by their output zero-point input.
 _OUTPUT_ZERO_POINT = {"QLinearConv": 7, "QLinearMatMul": 7, "QGemm": 8, "QLinearAdd": 7, "QLinearMul": 7,
                       "QLinearAveragePool": 4, "QLinearGlobalAveragePool": 4, "QLinearConcat": 1}
-_MOVING = frozenset({"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "MaxPool",
-                     "Pad", "Resize", "Upsample", "DepthToSpace", "SpaceToDepth", "Slice", "Gather",
-                     "Split", "Tile", "Expand", "Concat"})
 
 
 def elem_type(graph: Graph, tensor: str) -> int | None:
@@ -54,7 +52,7 @@ def elem_type(graph: Graph, tensor: str) -> int | None:
             i = _OUTPUT_ZERO_POINT[op]
             zp = node.input[i] if len(node.input) > i else ""
             return graph.const_proto(zp).data_type if zp and graph.is_const(zp) else TensorProto.UINT8
-        if op not in _MOVING:
+        if op not in TYPE_KEEPING_OPS:
             return graph.declared_type(tensor)
         tensor = next((t for t in node.input if t and not graph.is_const(t)), node.input[0])
 

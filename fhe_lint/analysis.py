@@ -13,7 +13,7 @@ import numpy as np
 
 from fhe_lint import bounds
 from fhe_lint.graph import Graph
-from fhe_lint.layers import LinearLayer, find_linear_layers
+from fhe_lint.layers import LayerKind, LinearLayer, find_linear_layers
 from fhe_lint.quantizers import IntRange
 from fhe_lint.settings import Settings
 
@@ -56,6 +56,11 @@ class LayerAnalysis:
     @property
     def name(self) -> str:
         return self.layer.name
+
+    @property
+    def prunable(self) -> bool:
+        """Whether zeroing weights can shrink its accumulator (a sum without weights cannot)."""
+        return self.layer.kind is LayerKind.WEIGHTED
 
 
 @dataclass(frozen=True)
@@ -106,7 +111,7 @@ def layer_bounds(layer: LinearLayer, n_max: int) -> LayerBounds:
 
 
 def analyse_layer(layer: LinearLayer, n_max: int) -> LayerAnalysis:
-    if layer.input is None or (layer.weight is None and not layer.taps):
+    if layer.kind is LayerKind.UNKNOWN:
         return LayerAnalysis(layer, None)
     return LayerAnalysis(layer, layer_bounds(layer, n_max))
 

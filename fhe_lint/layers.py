@@ -9,6 +9,7 @@ quantizer. Whatever cannot be resolved soundly is recorded with the reason, for 
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -103,9 +104,16 @@ def _scalar_params(graph: Graph, node: NodeProto) -> tuple[float, float] | None:
     return float(values[0].ravel()[0]), float(values[1].ravel()[0])
 
 
+class LayerKind(enum.Enum):
+    WEIGHTED = "weighted"  # integer weights times a quantized input: prunable
+    SUM = "sum"  # ``taps`` inputs (or products of two encrypted inputs) added, e.g. a pool
+    UNKNOWN = "unknown"  # the weight or the input range could not be resolved (FHE005)
+
+
 @dataclass(frozen=True)
 class LinearLayer:
-    """A weighted layer (``weight`` set) or a weightless sum (``taps`` inputs added, e.g. a pool)."""
+    """A weighted layer (``weight`` set) or a weightless sum (``taps`` inputs added, e.g. a pool);
+    :attr:`kind` says which, or that its ranges are unknown."""
 
     node: NodeProto
     name: str
@@ -117,6 +125,12 @@ class LinearLayer:
     phases: np.ndarray | None = None  # ConvTranspose with stride: which output phase each tap feeds
     taps: int = 0  # weightless sums only
     runtime: tuple[int, np.ndarray | None] | None = None  # (input zero-point, int32 bias) of QDQ/QOperator
+
+    @property
+    def kind(self) -> LayerKind:
+        if self.input is None or (self.weight is None and not self.taps):
+            return LayerKind.UNKNOWN
+        return LayerKind.WEIGHTED if self.weight is not None else LayerKind.SUM
 
     @property
     def neurons(self) -> int:

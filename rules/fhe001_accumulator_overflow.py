@@ -46,7 +46,7 @@ def check(analysis: ModelAnalysis) -> Iterator[Diagnostic]:
         if b is None:
             continue
         kind = "signed" if b.signed else "unsigned"
-        prunable = la.layer.weight is not None
+        prunable = la.prunable
         fix = Requirement(accumulator_bits=n_max) if prunable else None
         for k, lo, hi, bits in b.wider_than(n_max):
             yield RULE.diagnostic(

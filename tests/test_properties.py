@@ -17,7 +17,8 @@ from reference import run
 
 from fhe_lint.analysis import tap_range
 from fhe_lint.bounds import window
-from fhe_lint.fix import fix_model, plan
+from fhe_lint.fix import fix_model
+from fhe_lint.fix.plan import plan
 from fhe_lint.linter import lint_model
 from fhe_lint.quantizers import integer_range
 from fhe_lint.settings import Settings

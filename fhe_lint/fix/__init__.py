@@ -1,0 +1,98 @@
+"""The whole fix of one model: plan from the kept diagnostics, apply on a copy, re-lint, then
+accept or refuse (nothing is written here; the runner writes an accepted model atomically).
+
+``plan`` decides which weights go, ``apply`` builds the fixed model; strategies beyond L1
+pruning belong beside them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fhe_lint.errors import FixError
+from fhe_lint.fix.apply import apply
+from fhe_lint.fix.plan import plan
+from fhe_lint.graph import Graph
+from fhe_lint.linter import LintResult, lint_model
+from fhe_lint.onnx_proto import ModelProto
+
+
+@dataclass(frozen=True)
+class FixOutcome:
+    """What a fix did. ``model`` is the fixed model to write, None when nothing is written."""
+
+    result: LintResult
+    model: ModelProto | None
+    pruned: dict[str, int]
+    refused: str | None = None
+    agreement: float | None = None  # share of calibration inputs whose predicted class is unchanged
+    max_abs_change: float | None = None
+    touched: frozenset[str] = frozenset()  # initializers changed in place (a copy gets a new name)
+
+
+def impact(model: Graph, fixed: Graph, data: np.ndarray) -> tuple[float, float]:
+    """Prediction agreement (argmax of the first output) and the largest output change."""
+    from fhe_lint.execute import evaluate
+
+    name = model.model.graph.output[0].name
+    (before,), (after,) = evaluate(model.standalone(), data, [name]), evaluate(fixed.standalone(), data, [name])
+    before, after = before.reshape(len(data), -1), after.reshape(len(data), -1)
+    agreement = float(np.mean(before.argmax(axis=1) == after.argmax(axis=1)))
+    return agreement, float(np.abs(after.astype(np.float64) - before).max(initial=0.0))
+
+
+def _blocking(result: LintResult) -> str | None:
+    """Why no pruning can make this model pass: a failing finding that carries no fix."""
+    blocked = [d for d in result.diagnostics if d.fails(result.analysis.settings.strict) and d.fix is None]
+    if not blocked:
+        return None
+    d = blocked[0]
+    where = f"{d.node}[neuron {d.neuron}]" if d.neuron is not None else (d.node or "the model")
+    more = f" (and {len(blocked) - 1} more finding(s) no fix can resolve)" if len(blocked) > 1 else ""
+    return f"pruning cannot fix {d.code} at {where}: {d.message}{more}"
+
+
+def fix_model(result: LintResult, data: np.ndarray | None = None) -> FixOutcome:
+    s = result.analysis.settings
+    blocked = _blocking(result)
+    if blocked is not None:
+        return FixOutcome(result, None, {}, blocked)
+    activity = None
+    if s.fix_order == "activation":
+        if data is None:
+            raise FixError("--fix-order activation needs --calibration data")
+        from fhe_lint.calibration import tap_activity
+
+        activity = tap_activity(result.analysis, data)
+    prunes = plan(result.analysis, result.diagnostics, activity)
+    pruned = {p.layer.name: p.count for p in prunes}
+    if not prunes:
+        return FixOutcome(result, None, {})
+    for p in prunes:
+        if p.fraction > s.max_prune:
+            from fhe_lint.advice import bit_advice
+
+            advice = bit_advice(p.layer, s.n_max).text(p.layer.layer.weight.bits, p.layer.layer.input.bits)
+            return FixOutcome(result, None, pruned, (
+                f"fixing {p.layer.name} would prune {p.fraction:.0%} of its weights "
+                f"(more than --max-prune {s.max_prune:.0%}); lower its bit-widths instead: {advice}"
+            ))
+    graph = result.analysis.graph
+    fixed, touched = apply(graph, prunes)
+    after = lint_model(fixed, result.path, s, graph.data)
+    if after.fails(s.strict):
+        left = next(d for d in after.diagnostics if d.fails(s.strict))
+        return FixOutcome(result, None, pruned, f"the pruned model would still fail: {left.code} at {left.node}: "
+                                                f"{left.message}")
+    if data is None:
+        return FixOutcome(after, fixed, pruned, touched=touched)
+    agreement, change = impact(graph, after.analysis.graph, data)
+    drop = 100 * (1 - agreement)
+    if s.max_agreement_drop is not None and drop > s.max_agreement_drop:
+        return FixOutcome(result, None, pruned, (
+            f"the fix changes {drop:.2f} % of predictions on the calibration data "
+            f"(more than --max-agreement-drop {s.max_agreement_drop:g} %)"
+        ), agreement, change)
+    return FixOutcome(after, fixed, pruned, None, agreement, change, touched)

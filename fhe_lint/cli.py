@@ -165,7 +165,7 @@ def check(ctx: click.Context, files: tuple[Path, ...], fmt: str, output_file: Pa
             plotting.save(reports, plot)
         text = emitter(fmt)(reports, layers=layers, quiet=quiet)
         if output_file is not None:
-            from fhe_lint.model_io import write_atomic
+            from fhe_lint.io.model_io import write_atomic
 
             write_atomic(output_file, (text + "\n").encode())
         elif text:

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import numpy as np
 
 from fhe_lint.errors import UnsupportedModelError
-from fhe_lint.onnx_proto import ModelProto, NodeProto, TensorProto, attribute_value, to_array
-from fhe_lint.tensor_data import TensorData, is_external
+from fhe_lint.io.onnx_proto import ModelProto, NodeProto, TensorProto, attribute_value, to_array
+from fhe_lint.io.tensor_data import TensorData, is_external
 
 # Sub-byte integer types, decoded into the smallest numpy integer that holds them.
 _PACKED_INT = {TensorProto.INT4: np.int8, TensorProto.UINT4: np.uint8}

@@ -18,7 +18,7 @@ import numpy as np
 from fhe_lint.bounds import int_bits
 from fhe_lint.errors import UnsupportedModelError
 from fhe_lint.graph import Graph, attr
-from fhe_lint.onnx_proto import NodeProto
+from fhe_lint.io.onnx_proto import NodeProto
 from fhe_lint.onnx_quant import int_range, integer_weight, weight_quantizer
 from fhe_lint.ops import LAYOUT_OPS, VALUE_MOVING_OPS
 from fhe_lint.quantizers import IntRange, Quantizer, is_qonnx_quant, parse_quant, symmetric

@@ -10,11 +10,11 @@ from fhe_lint.analysis import ModelAnalysis, analyse
 from fhe_lint.config import with_model_suppressions
 from fhe_lint.diagnostics import Diagnostic, failing
 from fhe_lint.graph import Graph
-from fhe_lint.model_io import read_model
-from fhe_lint.onnx_proto import ModelProto
+from fhe_lint.io.model_io import read_model
+from fhe_lint.io.onnx_proto import ModelProto
 from fhe_lint.rules import RULES
 from fhe_lint.settings import Settings
-from fhe_lint.tensor_data import TensorData
+from fhe_lint.io.tensor_data import TensorData
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import numpy as np
 
 from fhe_lint.errors import UnsupportedModelError
 from fhe_lint.graph import Graph, attr
-from fhe_lint.onnx_proto import NodeProto, TensorProto
+from fhe_lint.io.onnx_proto import NodeProto, TensorProto
 from fhe_lint.ops import TYPE_KEEPING_OPS
 from fhe_lint.quantizers import IntRange, Quantizer
 

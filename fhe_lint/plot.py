@@ -68,7 +68,7 @@ def save(reports: list[FileReport], path: Path) -> None:
     if suffix not in FORMATS:
         raise FheLintError(f"--plot {path}: use a .png, .svg or .html file name")
     fig = figure(reports)
-    from fhe_lint.model_io import write_atomic
+    from fhe_lint.io.model_io import write_atomic
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="svg" if suffix == ".html" else suffix[1:], dpi=110)

@@ -15,7 +15,7 @@ import numpy as np
 
 from fhe_lint.errors import UnsupportedModelError
 from fhe_lint.graph import Graph, attr
-from fhe_lint.onnx_proto import NodeProto
+from fhe_lint.io.onnx_proto import NodeProto
 from fhe_lint.ops import QONNX_DOMAINS
 
 MAX_BITS = 32

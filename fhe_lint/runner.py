@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 def run_file(path: Path, settings: Settings, fix: bool = False, output: Path | None = None) -> FileReport:
     from fhe_lint.linter import lint_model
-    from fhe_lint.model_io import read_model, write_model
+    from fhe_lint.io.model_io import read_model, write_model
 
     try:
         model, tensors = read_model(path)

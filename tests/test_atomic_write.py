@@ -13,7 +13,7 @@ import textwrap
 import pytest
 from conftest import FIXTURES, run_cli
 
-from fhe_lint import model_io
+from fhe_lint.io import model_io
 from fhe_lint.errors import FixError
 
 SOURCE = FIXTURES / "mlp_w6a6_unsigned_in.onnx"
@@ -54,7 +54,7 @@ def test_sigkill_during_the_write_leaves_the_original_and_no_temp(point, model):
 
 
 def test_sigkill_after_the_rename_leaves_the_complete_fixed_model(model):
-    p = _killed_fix(model, "import fhe_lint.model_io as m; m._fsync_dir = die")
+    p = _killed_fix(model, "import fhe_lint.io.model_io as m; m._fsync_dir = die")
     assert p.returncode == -signal.SIGKILL
     assert model.read_bytes() != SOURCE.read_bytes()
     assert run_cli(model).returncode == 0  # whole and valid

@@ -11,12 +11,12 @@ import pytest
 from conftest import FIXTURES, THIRDPARTY, lint_json, run_cli
 from qonnx_builder import QonnxBuilder
 
-from fhe_lint import protowire
+from fhe_lint.io import protowire
 from fhe_lint.fix import fix_model
 from fhe_lint.linter import lint_model
-from fhe_lint.model_io import read_model, write_model
+from fhe_lint.io.model_io import read_model, write_model
 from fhe_lint.settings import Settings
-from fhe_lint.tensor_data import TensorData, is_external
+from fhe_lint.io.tensor_data import TensorData, is_external
 
 MODELS = sorted(FIXTURES.glob("*.onnx")) + sorted(THIRDPARTY.glob("*.onnx"))
 

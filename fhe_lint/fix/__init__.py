@@ -16,7 +16,7 @@ from fhe_lint.fix.apply import apply
 from fhe_lint.fix.plan import plan
 from fhe_lint.graph import Graph
 from fhe_lint.linter import LintResult, lint_model
-from fhe_lint.onnx_proto import ModelProto
+from fhe_lint.io.onnx_proto import ModelProto
 
 
 @dataclass(frozen=True)

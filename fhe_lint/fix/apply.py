@@ -14,7 +14,7 @@ from fhe_lint.analysis import LayerAnalysis
 from fhe_lint.errors import FixError
 from fhe_lint.fix.plan import LayerPrune
 from fhe_lint.graph import Graph
-from fhe_lint.onnx_proto import ModelProto, NodeProto, TensorProto, from_array
+from fhe_lint.io.onnx_proto import ModelProto, NodeProto, TensorProto, from_array
 
 
 def _unique(name: str, taken: set[str]) -> str:

@@ -19,7 +19,7 @@ import numpy as np
 from fhe_lint.errors import FheLintError
 from fhe_lint.fix import fix_model
 from fhe_lint.linter import lint_model
-from fhe_lint.model_io import read_model
+from fhe_lint.io.model_io import read_model
 from fhe_lint.settings import Settings
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "brevitas"

@@ -17,7 +17,7 @@ from typing import BinaryIO
 import numpy as np
 
 from fhe_lint.errors import ModelLoadError
-from fhe_lint.onnx_proto import ModelProto, PLAIN_DTYPES, TensorProto, all_tensors, to_array
+from fhe_lint.io.onnx_proto import ModelProto, PLAIN_DTYPES, TensorProto, all_tensors, to_array
 
 _COPY_CHUNK = 64 << 20  # a multiple of every page size
 

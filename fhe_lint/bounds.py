@@ -7,7 +7,6 @@ exact: int64 is used only when the worst case provably fits in it, Python intege
 
 from __future__ import annotations
 
-
 import numpy as np
 import numpy.typing as npt
 
@@ -79,10 +78,17 @@ def range_bits(lo: np.ndarray, hi: np.ndarray, signed: bool | None = None) -> np
     return np.maximum(np.where(is_signed, as_signed, unsigned), 1)
 
 
-def window(n_max: int, signed: bool) -> tuple[int, int]:
+def window(n_max: int | np.ndarray, signed: bool) -> tuple:
     """The integer range that fits in ``n_max`` bits: ``range_bits(lo, hi, signed) <= n_max``
-    exactly when ``low <= lo`` and ``hi <= high``; two comparisons instead of bit lengths."""
-    return (-(2 ** (n_max - 1)), 2 ** (n_max - 1) - 1) if signed else (0, 2**n_max - 1)
+    exactly when ``low <= lo`` and ``hi <= high``; two comparisons instead of bit lengths.
+
+    ``n_max`` may be an array of limits, one window each (int64, or Python integers past 62 bits).
+    """
+    if np.ndim(n_max):
+        n_max = np.asarray(n_max)
+        if n_max.max(initial=1) > 62:
+            n_max = n_max.astype(object)
+    return (-(2 ** (n_max - 1)), 2 ** (n_max - 1) - 1) if signed else (0 * n_max, 2**n_max - 1)
 
 
 def int_bits(lo: int, hi: int) -> int:

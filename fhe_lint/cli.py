@@ -39,16 +39,16 @@ class _DefaultCheckGroup(click.Group):
         return super().parse_args(ctx, args)
 
     def main(self, *args: object, **kwargs: object) -> None:  # type: ignore[override]
-        """click's own error report is three lines (usage, hint, message): here it is one."""
+        """click's own error report is three lines (usage, hint, message): here it is one.
+        Outside its standalone mode click raises these errors and returns ``ctx.exit``'s code."""
         try:
-            super().main(*args, standalone_mode=False, **kwargs)
-        except click.exceptions.Exit as e:
-            sys.exit(e.exit_code)
+            code = super().main(*args, standalone_mode=False, **kwargs)
         except click.Abort:
             sys.exit(130)
         except click.ClickException as e:
             error(e.format_message())
             sys.exit(EXIT_ERROR)
+        sys.exit(code if isinstance(code, int) else EXIT_CLEAN)
 
 
 def _codes(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> frozenset[str]:

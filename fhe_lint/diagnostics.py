@@ -59,5 +59,12 @@ class Diagnostic:
     def fixable(self) -> bool:
         return self.fix is not None
 
+    @property
+    def place(self) -> str | None:
+        """``node[neuron N]`` (or just the node), as every message names a finding's location."""
+        if self.node is None:
+            return None
+        return f"{self.node}[neuron {self.neuron}]" if self.neuron is not None else self.node
+
     def fails(self, strict: bool) -> bool:
         return self.severity is Severity.ERROR or strict

@@ -86,7 +86,7 @@ class LayerReport:
             advice=advice,
             confirmed=confirmed is not None,
             confirmed_bits=(confirmed or {}).get(la.name),
-            neuron_bits=tuple(int(v) for v in b.bits) if b is not None else (),
+            neuron_bits=_bits(la),
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -144,8 +144,14 @@ class FileReport:
         return refused or failing(self.diagnostics, self.settings.strict)
 
 
+def _bits(la: LayerAnalysis) -> tuple[int, ...]:
+    """Each neuron's worst-case bits; none when the range is unknown."""
+    return tuple(int(v) for v in la.bounds.bits) if la.bounds is not None else ()
+
+
 def neuron_bits(result: LintResult) -> dict[str, tuple[int, ...]]:
-    return {la.name: tuple(int(b) for b in la.bounds.bits) for la in result.analysis.layers if la.bounds is not None}
+    """Per analysable layer, its neurons' bits (a fix keeps them to draw the state before it)."""
+    return {la.name: _bits(la) for la in result.analysis.layers if la.bounds is not None}
 
 
 def diagnostic_json(d: Diagnostic) -> dict[str, Any]:
@@ -172,5 +178,4 @@ def summary(reports: list[FileReport]) -> dict[str, int]:
 
 def location(path: Path, d: Diagnostic) -> str:
     """``path:node[neuron N]``: grep-able, and the same in every human-readable format."""
-    where = f"{path}:{d.node}" if d.node else str(path)
-    return f"{where}[neuron {d.neuron}]" if d.neuron is not None else where
+    return f"{path}:{d.place}" if d.place else str(path)

@@ -1,4 +1,5 @@
-"""Run QONNX test models with onnx's reference evaluator, an execution independent of fhe-lint."""
+"""Oracles independent of fhe-lint: QONNX test models run by onnx's reference evaluator, and
+Concrete's bit count written again from DESIGN.md with Python integers."""
 
 from __future__ import annotations
 
@@ -25,3 +26,11 @@ def run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     elem = model.graph.input[0].type.tensor_type.elem_type
     feed = {model.graph.input[0].name: x.astype(onnx.helper.tensor_dtype_to_np_dtype(elem))}
     return ReferenceEvaluator(model, new_ops=[Quant]).run(None, feed)[0]
+
+
+def concrete_bits(lo: int, hi: int, signed: bool | None = None) -> int:
+    """Bits Concrete gives the integer range ``[lo, hi]`` (signed if ``lo < 0``, or as told: a
+    tensor's type is signed if any of its values is negative)."""
+    if lo < 0 if signed is None else signed:
+        return max((-lo - 1).bit_length() if lo < 0 else 0, hi.bit_length()) + 1
+    return max(hi.bit_length(), 1)

@@ -5,7 +5,11 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import onnx
 import pytest
+from conftest import lint_json
+from onnx import TensorProto, helper, numpy_helper
+from reference import concrete_bits
 
 from fhe_lint import bounds
 
@@ -73,17 +77,20 @@ def test_window_is_the_set_of_ranges_that_fit(n_max, signed):
     assert (fits == ((lo >= low) & (hi <= high))).all()
 
 
+def test_window_of_many_limits_is_each_limit_s_window():
+    limits = np.array([1, 5, 16, 40, 62])
+    for signed in (True, False):
+        low, high = bounds.window(limits, signed)
+        assert [(int(a), int(b)) for a, b in zip(np.broadcast_to(low, limits.shape), high)] == \
+            [bounds.window(int(n), signed) for n in limits]
+        low, high = bounds.window(np.array([16, 64]), signed)  # past int64: exact Python integers
+        assert int(high[1]) == (2**63 - 1 if signed else 2**64 - 1)
+
+
 def test_advice_is_exact_where_int64_would_wrap(tmp_path):
     """A float MatMul of fan-in 2,000,000 at 32-bit weights and inputs needs 82 bits; no weight
     or input bit-width alone brings it to 16 (even 1-bit inputs leave ~2e6 x 2^31), so the
     advice must say so rather than wrap around int64 and name a width that fails."""
-    from click.testing import CliRunner
-    import json
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    from fhe_lint.cli import main
-
     w = np.random.default_rng(0).normal(size=(2_000_000, 1)).astype(np.float32)
     g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2_000_000])],
@@ -92,9 +99,8 @@ def test_advice_is_exact_where_int64_would_wrap(tmp_path):
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
     m.ir_version = 8
     onnx.save(m, tmp_path / "wide.onnx")
-    r = CliRunner().invoke(main, [str(tmp_path / "wide.onnx"), "--weight-bits", "32", "--input-bits", "32",
-                                  "--format", "json"])
-    (layer,) = json.loads(r.stdout)["files"][0]["layers"]
+    _, rep = lint_json(tmp_path / "wide.onnx", "--weight-bits", "32", "--input-bits", "32")
+    (layer,) = rep["files"][0]["layers"]
     lo, hi = layer["accumulator_range"]
-    assert layer["accumulator_bits"] == bounds.int_bits(lo, hi) > 80
+    assert layer["accumulator_bits"] == concrete_bits(lo, hi) > 80
     assert (layer["advice"]["max_weight_bits"], layer["advice"]["max_input_bits"]) == (None, None)

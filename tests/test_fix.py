@@ -11,7 +11,7 @@ import pytest
 from onnx import helper, numpy_helper
 from conftest import FIXTURES, lint_json, run_cli
 from qonnx_builder import QonnxBuilder, integer_weights
-from reference import run
+from reference import concrete_bits, run
 
 from fhe_lint.analysis import analyse
 from fhe_lint.graph import Graph
@@ -52,8 +52,7 @@ def independent_bits(model: onnx.ModelProto) -> dict[str, int]:
         d = q.reshape(q.shape[0], -1).astype(np.int64).astype(object)
         lo = np.minimum(d * x_lo, d * x_hi).sum(axis=1)
         hi = np.maximum(d * x_lo, d * x_hi).sum(axis=1)
-        low, high = int(lo.min()), int(hi.max())
-        out[node.name] = max((-low - 1).bit_length(), high.bit_length()) + 1 if low < 0 else high.bit_length()
+        out[node.name] = concrete_bits(int(lo.min()), int(hi.max()))
     return out
 
 

@@ -11,7 +11,7 @@ import onnx
 from conftest import lint_json
 from onnx import numpy_helper
 from qonnx_builder import QonnxBuilder, integer_weights
-from reference import run
+from reference import concrete_bits, run
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -71,8 +71,7 @@ def _worst_bits_by_impulses(model: onnx.ModelProto, s_x: float, s_w: float, x_lo
     m = np.stack(columns, axis=1)
     hi = np.maximum(m * x_lo, m * x_hi).sum(axis=1)
     lo = np.minimum(m * x_lo, m * x_hi).sum(axis=1)
-    lo_all, hi_all = int(lo.min()), int(hi.max())
-    return max((-lo_all - 1).bit_length(), hi_all.bit_length()) + 1 if lo_all < 0 else hi_all.bit_length()
+    return concrete_bits(int(lo.min()), int(hi.max()))
 
 
 def test_strided_conv_transpose_is_fixed_phase_by_phase(tmp_path):

@@ -182,3 +182,11 @@ def test_unknown_ranges_are_reported_not_skipped():
     layers = {la.name: la for la in analysed(model).layers}
     assert layers["float_input"].bounds is None and "model input" in layers["float_input"].layer.unknown
     assert layers["float_weight"].bounds is None and "no quantizer" in layers["float_weight"].layer.unknown
+
+
+def test_every_layout_op_has_its_layout_function():
+    """The walk's op table (fhe_lint.ops) and the functions that replay it on weights agree."""
+    from fhe_lint.layers import LAYOUT_FUNCTIONS
+    from fhe_lint.ops import LAYOUT_OPS
+
+    assert set(LAYOUT_FUNCTIONS) == LAYOUT_OPS

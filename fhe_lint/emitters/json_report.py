@@ -10,7 +10,8 @@ from fhe_lint.report import REPORT_VERSION, FileReport, diagnostic_json, summary
 
 def _file_json(r: FileReport) -> dict[str, Any]:
     out: dict[str, Any] = {"path": str(r.path), "n_max": r.settings.n_max, "multiplier": r.settings.multiplier,
-                           "layers": [layer.as_json() for layer in r.layers], "diagnostics": [diagnostic_json(d) for d in r.diagnostics]}
+                           "layers": [layer.as_json() for layer in r.layers],
+                           "diagnostics": [diagnostic_json(d) for d in r.diagnostics]}
     if r.error is not None:
         out["error"] = r.error
     if r.confirm_network is not None:

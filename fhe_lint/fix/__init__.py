@@ -15,8 +15,8 @@ from fhe_lint.errors import FixError
 from fhe_lint.fix.apply import apply
 from fhe_lint.fix.plan import plan
 from fhe_lint.graph import Graph
-from fhe_lint.linter import LintResult, lint_model
 from fhe_lint.io.onnx_proto import ModelProto
+from fhe_lint.linter import LintResult, lint_model
 
 
 @dataclass(frozen=True)
@@ -49,9 +49,8 @@ def _blocking(result: LintResult) -> str | None:
     if not blocked:
         return None
     d = blocked[0]
-    where = f"{d.node}[neuron {d.neuron}]" if d.neuron is not None else (d.node or "the model")
     more = f" (and {len(blocked) - 1} more finding(s) no fix can resolve)" if len(blocked) > 1 else ""
-    return f"pruning cannot fix {d.code} at {where}: {d.message}{more}"
+    return f"pruning cannot fix {d.code} at {d.place or 'the model'}: {d.message}{more}"
 
 
 def fix_model(result: LintResult, data: np.ndarray | None = None) -> FixOutcome:
@@ -84,8 +83,8 @@ def fix_model(result: LintResult, data: np.ndarray | None = None) -> FixOutcome:
     after = lint_model(fixed, result.path, s, graph.data)
     if after.fails(s.strict):
         left = next(d for d in after.diagnostics if d.fails(s.strict))
-        return FixOutcome(result, None, pruned, f"the pruned model would still fail: {left.code} at {left.node}: "
-                                                f"{left.message}")
+        return FixOutcome(result, None, pruned, f"the pruned model would still fail: {left.code} at "
+                                                f"{left.place or 'the model'}: {left.message}")
     if data is None:
         return FixOutcome(after, fixed, pruned, touched=touched)
     agreement, change = impact(graph, after.analysis.graph, data)

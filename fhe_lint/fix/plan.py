@@ -134,7 +134,7 @@ def _plan(t: _Taps, x, signed: bool, rows: np.ndarray, bits: np.ndarray, limit: 
             t_lo, t_hi = bounds.term_extremes(np.take_along_axis(d, (key & _LOW32).astype(np.intp), axis=1), x.lo, x.hi)
             raises_lo, lowers_hi = -t_lo, t_hi
         need_bits = bits[r] > 0
-        low, high = _windows(bits[r], signed)
+        low, high = bounds.window(np.maximum(bits[r], 1), signed)  # rows without a limit: masked just below
         # taps to remove: enough of the prefix for each end to come within limits
         cut = np.maximum(
             _prefix_reaching(np.cumsum(lowers_hi, axis=1, dtype=lowers_hi.dtype), np.where(need_bits, t.hi[r] - high, 0)),
@@ -154,18 +154,6 @@ def _plan(t: _Taps, x, signed: bool, rows: np.ndarray, bits: np.ndarray, limit: 
 
 _BLOCK = 1 << 16  # taps planned at once: sort and prefix sums stay in cache
 _LOW32, _COLUMN = np.uint64(2**32 - 1), np.uint64(2**24 - 1)
-
-
-def _windows(bits: np.ndarray, signed: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, :func:`bounds.window` of its bit limit (rows without one get any finite window),
-    in int64 unless a limit past 62 bits needs Python integers."""
-    b = np.maximum(bits, 1)
-    if b.max(initial=1) > 62:
-        b = b.astype(object)
-    one = b.dtype.type(1) if b.dtype != object else 1
-    if signed:
-        return -(one << (b - 1)), (one << (b - 1)) - 1
-    return np.zeros_like(b), (one << b) - 1
 
 
 def _term_table(x_lo: int, x_hi: int, n: int) -> tuple[np.ndarray, np.ndarray]:

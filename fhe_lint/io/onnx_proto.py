@@ -5,9 +5,10 @@ onnx.helper for its float8 tables); a pre-commit hook pays it on every commit (m
 tiny model's lint took 0.95 s against 0.20 s for ``python -c "import numpy"``). The lint path needs
 only the generated message classes (``onnx/onnx_ml_pb2.py``, pure protobuf), the C++ checker
 (``onnx_cpp2py_export``) and the decoding of plain tensors and attributes. The first two are loaded
-from the installed onnx package by file, under their own module names, so a later ``import onnx``
-reuses them (same classes); if onnx is already imported, or its layout ever differs, the ordinary
-import is used: the same objects, only slower. Element types and attribute kinds this module does
+from the installed onnx package by file, the messages under a private module name (protobuf
+keeps one class per message type, so onnx's own module holds the same classes) and the checker
+under its own (onnx reuses it); if onnx is already imported, or its layout ever differs, the
+ordinary import is used: the same objects, only slower. Element types and attribute kinds this module does
 not decode itself (bfloat16, float8, packed int2/int4, graphs) go to onnx's own helpers.
 """
 
@@ -45,18 +46,14 @@ def _load(name: str, pattern: str, as_name: str) -> ModuleType:
     return module
 
 
-# The messages under a private name: protobuf shares one class per message type, so onnx's own
-# module, when imported later, holds the very same classes. The native module must keep its own
-# name (a second copy of it would register its types twice and abort); onnx finds it there.
 _pb2 = _load("onnx_ml_pb2", "onnx_ml_pb2.py", "fhe_lint._onnx_ml_pb2")
 ModelProto = _pb2.ModelProto
-GraphProto = _pb2.GraphProto
 NodeProto = _pb2.NodeProto
 TensorProto = _pb2.TensorProto
 AttributeProto = _pb2.AttributeProto
-ValueInfoProto = _pb2.ValueInfoProto
 
 
+# The native module must keep its own name: a second copy would register its types twice and abort.
 _C = _load("onnx_cpp2py_export", "onnx_cpp2py_export*.so", "onnx.onnx_cpp2py_export")
 ValidationError: type[Exception] = _C.checker.ValidationError
 
@@ -89,19 +86,11 @@ _FIELD = {
 }
 
 
-def np_dtype(data_type: int) -> np.dtype:
-    """The numpy type of an ONNX element type (onnx's own table for the exotic ones)."""
-    if data_type in PLAIN_DTYPES:
-        return PLAIN_DTYPES[data_type]
-    from onnx import helper
-
-    return np.dtype(helper.tensor_dtype_to_np_dtype(data_type))
-
-
 def to_array(tensor: Any) -> np.ndarray:
-    """A tensor's values, as ``onnx.numpy_helper.to_array`` gives them, for data held in the proto."""
+    """A tensor's values, as ``onnx.numpy_helper.to_array`` gives them, for data held in the proto
+    (external tensors are read through ``tensor_data``)."""
     kind = tensor.data_type
-    if kind not in PLAIN_DTYPES or tensor.HasField("segment") or tensor.data_location == TensorProto.EXTERNAL:
+    if kind not in PLAIN_DTYPES or tensor.HasField("segment"):
         from onnx import numpy_helper
 
         return numpy_helper.to_array(tensor)
@@ -123,9 +112,9 @@ def from_array(values: np.ndarray, data_type: int, name: str) -> Any:
     """A tensor of element type ``data_type`` holding ``values`` (``onnx.numpy_helper.from_array``
     of the values cast to that type; packed and exotic types go through onnx itself)."""
     if data_type not in PLAIN_DTYPES:
-        from onnx import numpy_helper
+        from onnx import helper, numpy_helper
 
-        return numpy_helper.from_array(values.astype(np_dtype(data_type), copy=False), name)
+        return numpy_helper.from_array(values.astype(helper.tensor_dtype_to_np_dtype(data_type), copy=False), name)
     t = TensorProto(name=name, data_type=data_type, dims=values.shape)
     t.raw_data = np.ascontiguousarray(values, dtype=PLAIN_DTYPES[data_type].newbyteorder("<")).tobytes()
     return t

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from fhe_lint import bounds
-from fhe_lint.graph import Graph
-from fhe_lint.layers import LayerKind, LinearLayer, find_linear_layers
-from fhe_lint.quantizers import IntRange
+from fhe_lint.formats.graph import Graph
+from fhe_lint.formats.layers import LayerKind, LinearLayer, find_linear_layers
+from fhe_lint.formats.quantizer import IntRange
 from fhe_lint.settings import Settings
 
 

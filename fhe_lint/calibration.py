@@ -11,9 +11,9 @@ import onnx
 
 from fhe_lint.analysis import LayerAnalysis, ModelAnalysis
 from fhe_lint.execute import evaluate
-from fhe_lint.graph import attr
-from fhe_lint.layers import SPECS
-from fhe_lint.quantizers import IntRange
+from fhe_lint.formats.graph import attr
+from fhe_lint.formats.layers import SPECS
+from fhe_lint.formats.quantizer import IntRange
 
 _FLOAT_OPS = frozenset({"Gemm", "MatMul", "Conv", "ConvTranspose"})
 

@@ -7,7 +7,8 @@ import numpy as np
 import onnx
 
 from fhe_lint.errors import FheLintError
-from fhe_lint.quantizers import QONNX_DOMAINS, ROUNDING, integer_range
+from fhe_lint.formats.ops import QONNX_DOMAINS
+from fhe_lint.formats.quantizer import ROUNDING, integer_range
 
 
 def _quant_ops() -> list[type]:

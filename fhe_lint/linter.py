@@ -9,7 +9,7 @@ from pathlib import Path
 from fhe_lint.analysis import ModelAnalysis, analyse
 from fhe_lint.config import with_model_suppressions
 from fhe_lint.diagnostics import Diagnostic, failing
-from fhe_lint.graph import Graph
+from fhe_lint.formats.graph import Graph
 from fhe_lint.io.model_io import read_model
 from fhe_lint.io.onnx_proto import ModelProto
 from fhe_lint.rules import RULES

@@ -9,7 +9,7 @@ from typing import Any
 from fhe_lint.advice import bit_advice
 from fhe_lint.analysis import LayerAnalysis
 from fhe_lint.bounds import int_bits
-from fhe_lint.quantizers import IntRange
+from fhe_lint.formats.quantizer import IntRange
 from fhe_lint.diagnostics import Diagnostic, Severity, failing
 from fhe_lint.linter import LintResult
 from fhe_lint.settings import Settings

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from fhe_lint.linter import LintResult
-    from fhe_lint.quantizers import IntRange
+    from fhe_lint.formats.quantizer import IntRange
 
 
 def run_file(path: Path, settings: Settings, fix: bool = False, output: Path | None = None) -> FileReport:

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from fhe_lint.diagnostics import Diagnostic, Severity
-from fhe_lint.ops import QONNX_DOMAINS
+from fhe_lint.formats.ops import QONNX_DOMAINS
 from fhe_lint.rule import FixAvailability, Rule
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from qonnx_builder import QonnxBuilder, integer_weights
 from reference import concrete_bits, run
 
 from fhe_lint.analysis import analyse
-from fhe_lint.graph import Graph
+from fhe_lint.formats.graph import Graph
 from fhe_lint.settings import Settings
 
 FAILING = {"cnn_w6a6_overflow": [], "mlp_w6a6_unsigned_in": [], "mlp_w7a7_overflow": ["--max-prune", "100"]}

@@ -20,7 +20,7 @@ from qonnx_builder import QonnxBuilder, integer_weights
 from reference import run
 
 from fhe_lint.analysis import analyse
-from fhe_lint.graph import Graph
+from fhe_lint.formats.graph import Graph
 from fhe_lint.settings import Settings
 
 ort = pytest.importorskip("onnxruntime")

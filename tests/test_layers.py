@@ -15,7 +15,7 @@ from qonnx_builder import QonnxBuilder, integer_weights
 from reference import run
 
 from fhe_lint.analysis import analyse
-from fhe_lint.graph import Graph
+from fhe_lint.formats.graph import Graph
 from fhe_lint.settings import Settings
 
 S_X, S_W = 0.5, 0.25
@@ -185,8 +185,8 @@ def test_unknown_ranges_are_reported_not_skipped():
 
 
 def test_every_layout_op_has_its_layout_function():
-    """The walk's op table (fhe_lint.ops) and the functions that replay it on weights agree."""
-    from fhe_lint.layers import LAYOUT_FUNCTIONS
-    from fhe_lint.ops import LAYOUT_OPS
+    """The walk's op table (fhe_lint.formats.ops) and the functions that replay it on weights agree."""
+    from fhe_lint.formats.weights import LAYOUT_FUNCTIONS
+    from fhe_lint.formats.ops import LAYOUT_OPS
 
     assert set(LAYOUT_FUNCTIONS) == LAYOUT_OPS

@@ -20,7 +20,7 @@ from fhe_lint.bounds import window
 from fhe_lint.fix import fix_model
 from fhe_lint.fix.plan import plan
 from fhe_lint.linter import lint_model
-from fhe_lint.quantizers import integer_range
+from fhe_lint.formats.quantizer import integer_range
 from fhe_lint.settings import Settings
 
 SETTINGS = settings(max_examples=int(os.environ.get("FHE_LINT_EXAMPLES", "40")), deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -14,7 +14,7 @@ import numpy as np
 from fhe_lint.errors import FixError
 from fhe_lint.fix.apply import apply
 from fhe_lint.fix.plan import plan
-from fhe_lint.graph import Graph
+from fhe_lint.formats.graph import Graph
 from fhe_lint.io.onnx_proto import ModelProto
 from fhe_lint.linter import LintResult, lint_model
 

@@ -13,7 +13,7 @@ import numpy as np
 from fhe_lint.analysis import LayerAnalysis
 from fhe_lint.errors import FixError
 from fhe_lint.fix.plan import LayerPrune
-from fhe_lint.graph import Graph
+from fhe_lint.formats.graph import Graph
 from fhe_lint.io.onnx_proto import ModelProto, NodeProto, TensorProto, from_array
 
 

@@ -1,9 +1,8 @@
-"""Quantizer semantics: the integer grid a quantizer produces and how it maps floats onto it.
+"""What every format comes down to: an integer grid and how a quantizer maps floats onto it.
 
-QONNX ``Quant(x, scale, zero_point, bitwidth; signed, narrow, rounding_mode)`` computes
-``q = clip(round(x / scale + zero_point), qmin, qmax)`` and outputs ``(q - zero_point) * scale``;
-``BipolarQuant(x, scale)`` outputs ``sign(x) * scale`` with ``sign(0) = +1``.
-Concrete ML encrypts ``q`` itself, so a quantizer's raw integer range is what a consumer sees.
+Concrete ML encrypts a quantizer's integers ``q`` themselves, so a quantizer's raw integer range
+is what a consumer sees, whatever its zero-point. The format adapters (``qonnx``, ``qdq``,
+``qoperator``, ``float_model``) each read their own ops into these types.
 """
 
 from __future__ import annotations
@@ -14,9 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from fhe_lint.errors import UnsupportedModelError
-from fhe_lint.graph import Graph, attr
+from fhe_lint.formats.graph import Graph
 from fhe_lint.io.onnx_proto import NodeProto
-from fhe_lint.ops import QONNX_DOMAINS
 
 MAX_BITS = 32
 
@@ -103,12 +101,29 @@ class Quantizer:
 _BLOCK = 1 << 16  # elements per float64 block: 512 KiB of temporaries, which stay in cache
 
 
-def symmetric(bits: int, weights: np.ndarray, node: str) -> Quantizer:
-    """Concrete ML's post-training weight quantizer: symmetric, per tensor, ``bits`` bits."""
-    grid = integer_range(bits, signed=True, narrow=True)
-    peak = float(np.abs(weights).max(initial=0.0))
-    scale = np.array(peak / grid.hi if peak > 0 and grid.hi > 0 else 1.0)
-    return Quantizer(node, bits, grid, scale, np.zeros(()), "ROUND")
+@dataclass(frozen=True)
+class InputRange:
+    """The integers a layer input can hold, and the quantizers they come from."""
+
+    range: IntRange
+    bits: int
+    quantizers: tuple[str, ...]
+    scale_zero_point: tuple[float, float] | None = None  # per-tensor: float value -> its integer
+
+
+def scalar_params(graph: Graph, node: NodeProto) -> tuple[float, float] | None:
+    """A quantizer's per-tensor (scale, zero-point) from its inputs 1 and 2, if constant scalars."""
+    names = [node.input[i] if len(node.input) > i else "" for i in (1, 2)]
+    values = [graph.const(n) if n and graph.is_const(n) else (None if n else np.zeros(())) for n in names]
+    if any(v is None or v.size != 1 for v in values):
+        return None
+    return float(values[0].ravel()[0]), float(values[1].ravel()[0])
+
+
+def scalar_zero_point(graph: Graph, name: str) -> int | None:
+    """A zero-point input's value when it is one per tensor (0 when absent); None per axis."""
+    zp = graph.const(name) if name and graph.is_const(name) else np.zeros(())
+    return int(zp.ravel()[0]) if zp.size == 1 else None
 
 
 def _half_up(y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -138,62 +153,7 @@ ROUNDING: dict[str, Callable[..., np.ndarray]] = {
 }
 
 
-def is_qonnx_quant(node: NodeProto) -> bool:
-    return node.domain in QONNX_DOMAINS and node.op_type in ("Quant", "BipolarQuant")
-
-
 def integer_range(bits: int, signed: bool, narrow: bool) -> IntRange:
     if signed:
         return IntRange(-(2 ** (bits - 1)) + int(narrow), 2 ** (bits - 1) - 1)
     return IntRange(0, 2**bits - 1 - int(narrow))
-
-
-def _scalar_int(graph: Graph, node: NodeProto, index: int, what: str) -> int:
-    where = f"{graph.name(node)}"
-    if len(node.input) <= index or not graph.is_const(node.input[index]):
-        raise UnsupportedModelError(f"{where}: {what} is not a constant")
-    value = graph.const(node.input[index])
-    if (value.size != 1 or not np.issubdtype(value.dtype, np.number) or not np.isfinite(value).all()
-            or float(value.flat[0]) != int(value.flat[0])):
-        raise UnsupportedModelError(f"{where}: {what} must be one integer, got {value.ravel()[:4].tolist()}")
-    return int(value.flat[0])
-
-
-def _param(graph: Graph, node: NodeProto, index: int, what: str, need_const: bool) -> np.ndarray | None:
-    """A scale or zero-point; only a weight quantizer needs its value (activations need bits only)."""
-    name = node.input[index] if len(node.input) > index else ""
-    if not name or not graph.is_const(name):
-        if need_const:
-            raise UnsupportedModelError(f"{graph.name(node)}: {what} is not a constant")
-        return None
-    value = graph.const(name)
-    if not np.issubdtype(value.dtype, np.number) or not np.isfinite(value).all():
-        raise UnsupportedModelError(f"{graph.name(node)}: {what} has NaN, Inf or non-numeric values")
-    return value.astype(np.float64)
-
-
-def parse_quant(graph: Graph, node: NodeProto, need_params: bool) -> Quantizer:
-    """Read a QONNX quantizer, validating every attribute that changes its integer grid."""
-    name = graph.name(node)
-    scale = _param(graph, node, 1, "scale", need_params)
-    if scale is not None and (scale <= 0).any():
-        raise UnsupportedModelError(f"{name}: scale must be positive")
-    scale = np.ones(()) if scale is None else scale
-    if node.op_type == "BipolarQuant":
-        return Quantizer(name, 1, IntRange(-1, 1), scale, np.zeros(()), "BIPOLAR")
-    zero_point = _param(graph, node, 2, "zero-point", need_params)
-    zero_point = np.zeros(()) if zero_point is None else zero_point
-    if (zero_point != np.round(zero_point)).any():
-        raise UnsupportedModelError(f"{name}: zero-point must be integer-valued")
-    bits = _scalar_int(graph, node, 3, "bit-width")
-    if not 1 <= bits <= MAX_BITS:
-        raise UnsupportedModelError(f"{name}: bit-width {bits} is outside 1..{MAX_BITS}")
-    signed, narrow = bool(attr(node, "signed", 1)), bool(attr(node, "narrow", 0))
-    rounding = str(attr(node, "rounding_mode", "ROUND"))
-    if rounding.upper() not in ROUNDING:
-        raise UnsupportedModelError(f"{name}: unsupported rounding_mode {rounding!r}")
-    grid = integer_range(bits, signed, narrow)
-    if grid.lo > grid.hi:
-        raise UnsupportedModelError(f"{name}: a {bits}-bit narrow quantizer has no values")
-    return Quantizer(name, bits, grid, scale, zero_point, rounding.upper())
-

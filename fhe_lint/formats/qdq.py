@@ -1,8 +1,10 @@
-"""ONNX's own quantization ops (QDQ and QOperator formats, as onnxruntime writes them).
+"""The QDQ format (onnxruntime ``quantize_static``'s default): ``QuantizeLinear`` /
+``DequantizeLinear`` pairs around float ops.
 
 ``QuantizeLinear(x, scale, zp)`` computes ``saturate(round(x / scale) + zp)`` into the integer
 type of ``zp`` (uint8 by default); ``DequantizeLinear(q, scale, zp)`` reads integers. As with
-QONNX, the accumulator sees the raw integers: the integer type's range, whatever ``zp`` is.
+QONNX, the accumulator sees the raw integers: the integer type's range, whatever ``zp`` is. The
+element-type helpers serve the QOperator format too (same integer types).
 """
 
 from __future__ import annotations
@@ -10,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 from fhe_lint.errors import UnsupportedModelError
-from fhe_lint.graph import Graph, attr
+from fhe_lint.formats.graph import Graph, attr
+from fhe_lint.formats.ops import TYPE_KEEPING_OPS
+from fhe_lint.formats.quantizer import InputRange, IntRange, Quantizer, scalar_params, scalar_zero_point
 from fhe_lint.io.onnx_proto import NodeProto, TensorProto
-from fhe_lint.ops import TYPE_KEEPING_OPS
-from fhe_lint.quantizers import IntRange, Quantizer
 
 # ONNX integer element types -> (range, bits)
 INT_TYPES: dict[int, tuple[IntRange, int]] = {
@@ -26,6 +28,8 @@ INT_TYPES: dict[int, tuple[IntRange, int]] = {
     TensorProto.INT4: (IntRange(-8, 7), 4),
     TensorProto.UINT4: (IntRange(0, 15), 4),
 }
+
+
 # QOperator ops whose output is an integer tensor typed by their output zero-point input.
 _OUTPUT_ZERO_POINT = {"QLinearConv": 7, "QLinearMatMul": 7, "QGemm": 8, "QLinearAdd": 7, "QLinearMul": 7,
                       "QLinearAveragePool": 4, "QLinearGlobalAveragePool": 4, "QLinearConcat": 1}
@@ -102,14 +106,23 @@ def weight_quantizer(graph: Graph, node: NodeProto, ndim: int, integer_source: b
                      "ROUND", integer_source=integer_source)
 
 
-def integer_weight(graph: Graph, layer: NodeProto, tensor: str, zp_input: str, ndim: int) -> Quantizer:
-    """A QOperator weight: the integer initializer itself, minus its zero-point input."""
-    name = graph.name(layer)
-    grid, bits = int_range(graph, tensor, name)
-    zp = graph.const(zp_input).astype(np.float64) if zp_input and graph.is_const(zp_input) else np.zeros(())
-    if zp.ndim == 1 and zp.size > 1 and ndim > 0:  # per output channel: axis 0 (conv) or last (matmul)
-        axis = 0 if layer.op_type in ("QLinearConv", "ConvInteger") else ndim - 1
-        shape = [1] * ndim
-        shape[axis] = zp.size
-        zp = zp.reshape(shape)
-    return Quantizer(name, bits, grid, np.ones(()), zp, "ROUND", integer_source=True)
+def output_range(graph: Graph, node: NodeProto) -> InputRange | None:
+    """The integers a ``DequantizeLinear`` reads (None: the node is none)."""
+    if node.op_type != "DequantizeLinear":
+        return None
+    grid, bits = int_range(graph, node.input[0], graph.name(node))
+    return InputRange(grid, bits, (graph.name(node),), scalar_params(graph, node))
+
+
+def runtime(graph: Graph, data: str, bias: str) -> tuple[int, np.ndarray | None] | None:
+    """onnxruntime runs a QDQ layer as ``sum (x - zp_x)(w - zp_w) + bias_int32``: the zero-point of
+    the ``DequantizeLinear`` in front of ``data`` and the integers behind the ``bias`` input."""
+    dq = graph.producer.get(data)
+    if dq is None or dq.op_type != "DequantizeLinear":
+        return None
+    bq = graph.producer.get(bias) if bias else None
+    values = None
+    if bq is not None and bq.op_type == "DequantizeLinear" and graph.is_const(bq.input[0]):
+        values = graph.const(bq.input[0]).astype(np.int64).ravel()
+    zp = scalar_zero_point(graph, dq.input[2] if len(dq.input) > 2 else "")
+    return None if zp is None else (zp, values)

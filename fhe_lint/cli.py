@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING
 import click
 
 from fhe_lint import __version__
-from fhe_lint.emitters import FORMATS
+from fhe_lint.report.emitters import FORMATS
 from fhe_lint.errors import FheLintError
 from fhe_lint.settings import Settings
 
 if TYPE_CHECKING:
-    from fhe_lint.report import FileReport
+    from fhe_lint.report.model import FileReport
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -134,7 +134,7 @@ def check(ctx: click.Context, files: tuple[Path, ...], fmt: str, output_file: Pa
     model; flags given here override them.
     """
     from fhe_lint import config
-    from fhe_lint.emitters import emitter
+    from fhe_lint.report.emitters import emitter
     from fhe_lint.runner import run_files
 
     if output is not None and not fix:
@@ -160,7 +160,7 @@ def check(ctx: click.Context, files: tuple[Path, ...], fmt: str, output_file: Pa
             error(r.error)
     try:
         if plot is not None:
-            from fhe_lint import plot as plotting
+            from fhe_lint.report import plot as plotting
 
             plotting.save(reports, plot)
         text = emitter(fmt)(reports, layers=layers, quiet=quiet)

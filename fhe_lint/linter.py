@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-from fhe_lint.analysis import ModelAnalysis, analyse
+from fhe_lint.analysis.accumulators import ModelAnalysis, analyse
 from fhe_lint.config import with_model_suppressions
 from fhe_lint.diagnostics import Diagnostic, failing
 from fhe_lint.formats.graph import Graph

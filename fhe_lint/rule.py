@@ -1,6 +1,6 @@
 """What a rule is: a code, a name, a severity, its fix availability, its docs and a pure check.
 
-Rules read a :class:`~fhe_lint.analysis.ModelAnalysis` and yield diagnostics; they never print,
+Rules read a :class:`~fhe_lint.analysis.accumulators.ModelAnalysis` and yield diagnostics; they never print,
 write, or change the model. The rule's documentation is its module docstring, so that
 ``fhe-lint rule CODE`` cannot drift from the code. A rule module imports neither onnx nor numpy
 (the analysis it reads answers in plain Python), so asking about a rule, or parsing rule codes,
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from fhe_lint.diagnostics import Diagnostic, Requirement, Severity
 
 if TYPE_CHECKING:
-    from fhe_lint.analysis import ModelAnalysis
+    from fhe_lint.analysis.accumulators import ModelAnalysis
 
 CODE_PATTERN = re.compile(r"^FHE\d{3}$")
 DOC_SECTIONS = ("What it does", "Why it matters", "Example", "Fix")

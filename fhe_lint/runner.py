@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fhe_lint.errors import FheLintError
-from fhe_lint.report import FileReport, FixSummary, neuron_bits
+from fhe_lint.report.model import FileReport, FixSummary, neuron_bits
 from fhe_lint.settings import Settings
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ def run_file(path: Path, settings: Settings, fix: bool = False, output: Path | N
         result = lint_model(model, path, settings, tensors)
         data = None
         if settings.calibration is not None:
-            from fhe_lint.execute import load_data
+            from fhe_lint.analysis.execute import load_data
 
             data = load_data(settings.calibration)
         if not fix:
@@ -66,7 +66,7 @@ def _observed(result: LintResult, data: np.ndarray | None) -> dict[str, IntRange
     """With --calibration: each layer's accumulator range over the data."""
     if data is None:
         return None
-    from fhe_lint.calibration import observed_ranges
+    from fhe_lint.analysis.calibration import observed_ranges
 
     return observed_ranges(result.analysis, data)
 
@@ -76,7 +76,7 @@ def _confirmations(result: LintResult, data: np.ndarray | None) -> dict:
     mode = result.analysis.settings.confirm
     if mode is None:
         return {}
-    from fhe_lint import confirm
+    from fhe_lint.analysis import confirm
 
     if mode == "network":
         n = confirm.confirm_network(result.analysis, data)

@@ -34,7 +34,7 @@ from fhe_lint.diagnostics import Diagnostic, Requirement, Severity
 from fhe_lint.rule import FixAvailability, Rule
 
 if TYPE_CHECKING:
-    from fhe_lint.analysis import ModelAnalysis
+    from fhe_lint.analysis.accumulators import ModelAnalysis
 
 _NO_WEIGHTS = "; a sum without weights cannot be pruned: give its input fewer bits"
 

@@ -33,7 +33,7 @@ from fhe_lint.diagnostics import Diagnostic, Requirement, Severity
 from fhe_lint.rule import FixAvailability, Rule
 
 if TYPE_CHECKING:
-    from fhe_lint.analysis import ModelAnalysis
+    from fhe_lint.analysis.accumulators import ModelAnalysis
 
 
 def nonzero_budget(omega: int, multiplier: float) -> int:

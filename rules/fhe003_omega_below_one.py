@@ -28,7 +28,7 @@ from fhe_lint.diagnostics import Diagnostic, Severity
 from fhe_lint.rule import FixAvailability, Rule
 
 if TYPE_CHECKING:
-    from fhe_lint.analysis import ModelAnalysis
+    from fhe_lint.analysis.accumulators import ModelAnalysis
 
 
 def check(analysis: ModelAnalysis) -> Iterator[Diagnostic]:

@@ -28,7 +28,7 @@ from fhe_lint.formats.ops import QONNX_DOMAINS
 from fhe_lint.rule import FixAvailability, Rule
 
 if TYPE_CHECKING:
-    from fhe_lint.analysis import ModelAnalysis
+    from fhe_lint.analysis.accumulators import ModelAnalysis
 
 # Concrete ML's ONNX op table (ONNX_OPS_TO_NUMPY_IMPL and its float comparison ops).
 SUPPORTED_OPS = frozenset({

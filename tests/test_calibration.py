@@ -60,7 +60,7 @@ def test_advice_fits_without_pruning_at_the_advised_bits():
     """Requantizing the layer to the advised weight bits really fits, one bit more does not."""
     from pathlib import Path
 
-    from fhe_lint.advice import bit_advice
+    from fhe_lint.analysis.advice import bit_advice
     from fhe_lint.linter import lint_path
     from fhe_lint.settings import Settings
 
@@ -80,7 +80,7 @@ def test_advice_fits_without_pruning_at_the_advised_bits():
 
 @pytest.mark.parametrize("span", [100, 100_000])  # a value-count table, or blocks for wide weights
 def test_advice_requantized_sums_are_exact(span):
-    from fhe_lint.advice import _tap_sums
+    from fhe_lint.analysis.advice import _tap_sums
 
     d = np.random.default_rng(0).integers(-span, span, size=(7, 50))
     for scale in (1.0, 0.37, 0.01):

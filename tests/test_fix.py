@@ -13,7 +13,7 @@ from conftest import FIXTURES, lint_json, run_cli
 from qonnx_builder import QonnxBuilder, integer_weights
 from reference import concrete_bits, run
 
-from fhe_lint.analysis import analyse
+from fhe_lint.analysis.accumulators import analyse
 from fhe_lint.formats.graph import Graph
 from fhe_lint.settings import Settings
 

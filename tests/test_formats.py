@@ -19,7 +19,7 @@ from onnx.reference import ReferenceEvaluator
 from qonnx_builder import QonnxBuilder, integer_weights
 from reference import run
 
-from fhe_lint.analysis import analyse
+from fhe_lint.analysis.accumulators import analyse
 from fhe_lint.formats.graph import Graph
 from fhe_lint.settings import Settings
 

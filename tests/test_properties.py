@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from qonnx_builder import QonnxBuilder
 from reference import run
 
-from fhe_lint.analysis import tap_range
+from fhe_lint.analysis.accumulators import tap_range
 from fhe_lint.bounds import window
 from fhe_lint.fix import fix_model
 from fhe_lint.fix.plan import plan

@@ -34,7 +34,7 @@ class FixOutcome:
 
 def impact(model: Graph, fixed: Graph, data: np.ndarray) -> tuple[float, float]:
     """Prediction agreement (argmax of the first output) and the largest output change."""
-    from fhe_lint.execute import evaluate
+    from fhe_lint.analysis.execute import evaluate
 
     name = model.model.graph.output[0].name
     (before,), (after,) = evaluate(model.standalone(), data, [name]), evaluate(fixed.standalone(), data, [name])
@@ -62,7 +62,7 @@ def fix_model(result: LintResult, data: np.ndarray | None = None) -> FixOutcome:
     if s.fix_order == "activation":
         if data is None:
             raise FixError("--fix-order activation needs --calibration data")
-        from fhe_lint.calibration import tap_activity
+        from fhe_lint.analysis.calibration import tap_activity
 
         activity = tap_activity(result.analysis, data)
     prunes = plan(result.analysis, result.diagnostics, activity)
@@ -71,7 +71,7 @@ def fix_model(result: LintResult, data: np.ndarray | None = None) -> FixOutcome:
         return FixOutcome(result, None, {})
     for p in prunes:
         if p.fraction > s.max_prune:
-            from fhe_lint.advice import bit_advice
+            from fhe_lint.analysis.advice import bit_advice
 
             advice = bit_advice(p.layer, s.n_max).text(p.layer.layer.weight.bits, p.layer.layer.input.bits)
             return FixOutcome(result, None, pruned, (

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from fhe_lint.analysis import LayerAnalysis
+from fhe_lint.analysis.accumulators import LayerAnalysis
 from fhe_lint.errors import FixError
 from fhe_lint.fix.plan import LayerPrune
 from fhe_lint.formats.graph import Graph

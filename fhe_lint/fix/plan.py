@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fhe_lint import bounds
-from fhe_lint.analysis import LayerAnalysis, ModelAnalysis, tap_range
+from fhe_lint.analysis.accumulators import LayerAnalysis, ModelAnalysis, tap_range
 from fhe_lint.diagnostics import Diagnostic, Requirement
 from fhe_lint.parallel import map_blocks
 

@@ -9,7 +9,7 @@ import io
 from pathlib import Path
 
 from fhe_lint.errors import FheLintError
-from fhe_lint.report import FileReport
+from fhe_lint.report.model import FileReport
 
 FORMATS = (".png", ".svg", ".html")
 

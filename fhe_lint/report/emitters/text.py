@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fhe_lint.report import FileReport, location, summary
+from fhe_lint.report.model import FileReport, location, summary
 
 
 def diagnostic_lines(r: FileReport) -> list[str]:

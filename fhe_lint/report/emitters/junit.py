@@ -6,7 +6,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from fhe_lint.diagnostics import Severity
-from fhe_lint.report import FileReport, location
+from fhe_lint.report.model import FileReport, location
 
 
 def _suite(r: FileReport) -> ET.Element:

@@ -19,4 +19,4 @@ FORMATS: dict[str, str] = {
 
 
 def emitter(name: str) -> Callable[..., str]:
-    return importlib.import_module(f"fhe_lint.emitters.{FORMATS[name]}").emit
+    return importlib.import_module(f"fhe_lint.report.emitters.{FORMATS[name]}").emit

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fhe_lint.advice import bit_advice
-from fhe_lint.analysis import LayerAnalysis
+from fhe_lint.analysis.advice import bit_advice
+from fhe_lint.analysis.accumulators import LayerAnalysis
 from fhe_lint.bounds import int_bits
 from fhe_lint.formats.quantizer import IntRange
 from fhe_lint.diagnostics import Diagnostic, Severity, failing

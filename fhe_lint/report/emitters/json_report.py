@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fhe_lint.report import REPORT_VERSION, FileReport, diagnostic_json, summary
+from fhe_lint.report.model import REPORT_VERSION, FileReport, diagnostic_json, summary
 
 
 def _file_json(r: FileReport) -> dict[str, Any]:

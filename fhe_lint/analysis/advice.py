@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fhe_lint import bounds
-from fhe_lint.analysis import LayerAnalysis, tap_range
+from fhe_lint.analysis.accumulators import LayerAnalysis, tap_range
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from fhe_lint.analysis import LayerAnalysis, ModelAnalysis
-from fhe_lint.execute import evaluate
+from fhe_lint.analysis.accumulators import LayerAnalysis, ModelAnalysis
+from fhe_lint.analysis.execute import evaluate
 from fhe_lint.formats.graph import attr
 from fhe_lint.formats.layers import SPECS
 from fhe_lint.formats.quantizer import IntRange

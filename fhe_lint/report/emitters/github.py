@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fhe_lint.report import FileReport, location
+from fhe_lint.report.model import FileReport, location
 
 
 def _escape_data(text: str) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 
 from fhe_lint import __version__
 from fhe_lint.diagnostics import Diagnostic
-from fhe_lint.report import FileReport
+from fhe_lint.report.model import FileReport
 from fhe_lint.rule import Rule
 from fhe_lint.rules import RULES
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from fhe_lint.analysis import LayerAnalysis, ModelAnalysis, tap_range
+from fhe_lint.analysis.accumulators import LayerAnalysis, ModelAnalysis, tap_range
 from fhe_lint.errors import FheLintError
 
 HINT = 'pip install "fhe-lint[concrete]"'

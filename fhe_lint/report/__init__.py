@@ -1,0 +1,1 @@
+"""The one typed report (``model``) and everything that presents it: emitters and the plot."""

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fhe_lint.errors import FheLintError
-from fhe_lint.report.model import FileReport, FixSummary, neuron_bits
+from fhe_lint.report.model import FileReport
 from fhe_lint.settings import Settings
 
 if TYPE_CHECKING:
@@ -38,21 +39,18 @@ def run_file(path: Path, settings: Settings, fix: bool = False, output: Path | N
         from fhe_lint.fix import fix_model
 
         outcome = fix_model(result, data)
-        before = neuron_bits(result)
-        observed = _observed(outcome.result, data)
-        impact = {"agreement": outcome.agreement, "max_abs_change": outcome.max_abs_change}
-        if outcome.refused:
-            return FileReport.of(outcome.result, FixSummary(outcome.pruned, outcome.refused, bits_before=before,
-                                                            **impact), observed, **_confirmations(result, data))
-        target: Path | None = output or path
-        if outcome.model is not None:
-            write_model(outcome.model, model, tensors, target, outcome.touched)
-        elif output is not None:
-            write_model(model, model, tensors, output, frozenset())  # a clean model is copied as it is
-        else:
-            target = None
-        return FileReport.of(outcome.result, FixSummary(outcome.pruned, None, str(target) if target else None, before,
-                                                        **impact), observed, **_confirmations(outcome.result, data))
+        summary = outcome.summary
+        if summary.refused is None:
+            target: Path | None = output or path
+            if outcome.model is not None:
+                write_model(outcome.model, model, tensors, target, outcome.touched)
+            elif output is not None:
+                write_model(model, model, tensors, output, frozenset())  # a clean model is copied as it is
+            else:
+                target = None
+            summary = replace(summary, written=str(target) if target else None)
+        return FileReport.of(outcome.result, summary, _observed(outcome.result, data),
+                             **_confirmations(outcome.result, data))
     except FheLintError as e:
         message = str(e)
         return FileReport(path, settings, error=message if message.startswith(str(path)) else f"{path}: {message}")

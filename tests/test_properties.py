@@ -97,13 +97,13 @@ def test_fix_properties(p, n_max):
     (la0,) = before.analysis.layers
     violating = set(np.flatnonzero(la0.bounds.bits > n_max))
     if la0.bounds.omega < 1:  # FHE003: the bit-widths themselves are the problem
-        assert outcome.model is None and ("FHE003" in (outcome.refused or "")) == bool(violating) \
+        assert outcome.model is None and ("FHE003" in (outcome.summary.refused or "")) == bool(violating) \
             or not violating
         return
     if not violating:
-        assert outcome.model is None and outcome.pruned == {}
+        assert outcome.model is None and outcome.summary.pruned == {}
         return
-    assert outcome.refused is None and outcome.model is not None
+    assert outcome.summary.refused is None and outcome.model is not None
     (la1,) = lint_model(outcome.model, Path("p.onnx"), settings_).analysis.layers
     d0, d1 = la0.layer.weight.d, la1.layer.weight.d
     changed = d0 != d1
@@ -111,7 +111,7 @@ def test_fix_properties(p, n_max):
     assert (d1[changed] == 0).all()  # they only lose weights
     assert (la1.bounds.bits <= n_max).all()  # the result passes
     again = fix_model(lint_model(outcome.model, Path("p.onnx"), settings_))
-    assert again.model is None and again.pruned == {}  # fixing again changes nothing
+    assert again.model is None and again.summary.pruned == {}  # fixing again changes nothing
 
 
 def _reference_plan(la, n_max: int) -> set[int]:

@@ -17,18 +17,17 @@ from fhe_lint.fix.plan import plan
 from fhe_lint.formats.graph import Graph
 from fhe_lint.io.onnx_proto import ModelProto
 from fhe_lint.linter import LintResult, lint_model
+from fhe_lint.report.model import FixSummary, neuron_bits
 
 
 @dataclass(frozen=True)
 class FixOutcome:
-    """What a fix did. ``model`` is the fixed model to write, None when nothing is written."""
+    """What a fix did: the report's part of it (``summary``; the runner adds where it wrote), the
+    lint of the model to report, and the fixed model to write (None when nothing is written)."""
 
     result: LintResult
-    model: ModelProto | None
-    pruned: dict[str, int]
-    refused: str | None = None
-    agreement: float | None = None  # share of calibration inputs whose predicted class is unchanged
-    max_abs_change: float | None = None
+    summary: FixSummary
+    model: ModelProto | None = None
     touched: frozenset[str] = frozenset()  # initializers changed in place (a copy gets a new name)
 
 
@@ -55,9 +54,14 @@ def _blocking(result: LintResult) -> str | None:
 
 def fix_model(result: LintResult, data: np.ndarray | None = None) -> FixOutcome:
     s = result.analysis.settings
+    before = neuron_bits(result)
+
+    def refuse(pruned: dict[str, int], reason: str, *impact: float) -> FixOutcome:
+        return FixOutcome(result, FixSummary(pruned, reason, None, before, *impact))
+
     blocked = _blocking(result)
     if blocked is not None:
-        return FixOutcome(result, None, {}, blocked)
+        return refuse({}, blocked)
     activity = None
     if s.fix_order == "activation":
         if data is None:
@@ -68,30 +72,26 @@ def fix_model(result: LintResult, data: np.ndarray | None = None) -> FixOutcome:
     prunes = plan(result.analysis, result.diagnostics, activity)
     pruned = {p.layer.name: p.count for p in prunes}
     if not prunes:
-        return FixOutcome(result, None, {})
+        return FixOutcome(result, FixSummary({}, bits_before=before))
     for p in prunes:
         if p.fraction > s.max_prune:
             from fhe_lint.analysis.advice import bit_advice
 
             advice = bit_advice(p.layer, s.n_max).text(p.layer.layer.weight.bits, p.layer.layer.input.bits)
-            return FixOutcome(result, None, pruned, (
-                f"fixing {p.layer.name} would prune {p.fraction:.0%} of its weights "
-                f"(more than --max-prune {s.max_prune:.0%}); lower its bit-widths instead: {advice}"
-            ))
+            return refuse(pruned, f"fixing {p.layer.name} would prune {p.fraction:.0%} of its weights "
+                                  f"(more than --max-prune {s.max_prune:.0%}); lower its bit-widths instead: {advice}")
     graph = result.analysis.graph
     fixed, touched = apply(graph, prunes)
     after = lint_model(fixed, result.path, s, graph.data)
     if after.fails(s.strict):
         left = next(d for d in after.diagnostics if d.fails(s.strict))
-        return FixOutcome(result, None, pruned, f"the pruned model would still fail: {left.code} at "
-                                                f"{left.place or 'the model'}: {left.message}")
+        return refuse(pruned, f"the pruned model would still fail: {left.code} at {left.place or 'the model'}: "
+                              f"{left.message}")
     if data is None:
-        return FixOutcome(after, fixed, pruned, touched=touched)
+        return FixOutcome(after, FixSummary(pruned, bits_before=before), fixed, touched)
     agreement, change = impact(graph, after.analysis.graph, data)
     drop = 100 * (1 - agreement)
     if s.max_agreement_drop is not None and drop > s.max_agreement_drop:
-        return FixOutcome(result, None, pruned, (
-            f"the fix changes {drop:.2f} % of predictions on the calibration data "
-            f"(more than --max-agreement-drop {s.max_agreement_drop:g} %)"
-        ), agreement, change)
-    return FixOutcome(after, fixed, pruned, None, agreement, change, touched)
+        return refuse(pruned, f"the fix changes {drop:.2f} % of predictions on the calibration data "
+                              f"(more than --max-agreement-drop {s.max_agreement_drop:g} %)", agreement, change)
+    return FixOutcome(after, FixSummary(pruned, None, None, before, agreement, change), fixed, touched)

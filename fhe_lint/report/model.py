@@ -19,6 +19,8 @@ REPORT_VERSION = 1
 
 @dataclass(frozen=True)
 class FixSummary:
+    """What a fix did to one file, as every output shows it."""
+
     pruned: dict[str, int]  # node -> weights pruned
     refused: str | None = None
     written: str | None = None

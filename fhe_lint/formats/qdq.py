@@ -14,7 +14,7 @@ import numpy as np
 from fhe_lint.errors import UnsupportedModelError
 from fhe_lint.formats.graph import Graph, attr
 from fhe_lint.formats.ops import TYPE_KEEPING_OPS
-from fhe_lint.formats.quantizer import InputRange, IntRange, Quantizer, scalar_params, scalar_zero_point
+from fhe_lint.formats.quantizer import InputRange, IntRange, Quantizer, const_param, scalar_params, scalar_zero_point
 from fhe_lint.io.onnx_proto import NodeProto, TensorProto
 
 # ONNX integer element types -> (range, bits)
@@ -81,25 +81,13 @@ def _per_axis(graph: Graph, node: NodeProto, value: np.ndarray, ndim: int) -> np
     return value.reshape(shape)
 
 
-def _const_input(graph: Graph, node: NodeProto, i: int, what: str) -> np.ndarray | None:
-    name = node.input[i] if len(node.input) > i else ""
-    if not name:
-        return None
-    if not graph.is_const(name):
-        raise UnsupportedModelError(f"{graph.name(node)}: {what} is not a constant")
-    value = graph.const(name)
-    if not np.issubdtype(value.dtype, np.number) or not np.isfinite(value.astype(np.float64)).all():
-        raise UnsupportedModelError(f"{graph.name(node)}: {what} has NaN, Inf or non-numeric values")
-    return value.astype(np.float64)
-
-
 def weight_quantizer(graph: Graph, node: NodeProto, ndim: int, integer_source: bool) -> Quantizer:
     """The quantizer of a weight behind a QuantizeLinear (float source) or DequantizeLinear (int)."""
     name = graph.name(node)
-    scale = _const_input(graph, node, 1, "scale")
+    scale = const_param(graph, node, 1, "scale")
     if scale is None or (scale <= 0).any():
         raise UnsupportedModelError(f"{name}: scale must be positive")
-    zp = _const_input(graph, node, 2, "zero-point")
+    zp = const_param(graph, node, 2, "zero-point")
     zp = np.zeros(()) if zp is None else zp
     grid, bits = int_range(graph, node.output[0] if node.op_type == "QuantizeLinear" else node.input[0], name)
     return Quantizer(name, bits, grid, _per_axis(graph, node, scale, ndim), _per_axis(graph, node, zp, ndim),

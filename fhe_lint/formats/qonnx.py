@@ -12,7 +12,8 @@ import numpy as np
 from fhe_lint.errors import UnsupportedModelError
 from fhe_lint.formats.graph import Graph, attr
 from fhe_lint.formats.ops import QONNX_DOMAINS
-from fhe_lint.formats.quantizer import MAX_BITS, ROUNDING, InputRange, IntRange, Quantizer, integer_range, scalar_params
+from fhe_lint.formats.quantizer import (MAX_BITS, ROUNDING, InputRange, IntRange, Quantizer, const_param,
+                                        integer_range, scalar_params)
 from fhe_lint.io.onnx_proto import NodeProto
 
 
@@ -33,15 +34,10 @@ def _scalar_int(graph: Graph, node: NodeProto, index: int, what: str) -> int:
 
 def _param(graph: Graph, node: NodeProto, index: int, what: str, need_const: bool) -> np.ndarray | None:
     """A scale or zero-point; only a weight quantizer needs its value (activations need bits only)."""
-    name = node.input[index] if len(node.input) > index else ""
-    if not name or not graph.is_const(name):
-        if need_const:
-            raise UnsupportedModelError(f"{graph.name(node)}: {what} is not a constant")
-        return None
-    value = graph.const(name)
-    if not np.issubdtype(value.dtype, np.number) or not np.isfinite(value).all():
-        raise UnsupportedModelError(f"{graph.name(node)}: {what} has NaN, Inf or non-numeric values")
-    return value.astype(np.float64)
+    value = const_param(graph, node, index, what, required=need_const)
+    if value is None and need_const:
+        raise UnsupportedModelError(f"{graph.name(node)}: {what} is not a constant")
+    return value
 
 
 def parse_quant(graph: Graph, node: NodeProto, need_params: bool) -> Quantizer:

@@ -120,6 +120,20 @@ def scalar_params(graph: Graph, node: NodeProto) -> tuple[float, float] | None:
     return float(values[0].ravel()[0]), float(values[1].ravel()[0])
 
 
+def const_param(graph: Graph, node: NodeProto, index: int, what: str, required: bool = True) -> np.ndarray | None:
+    """A quantizer's scale or zero-point input as float64: None when the input is absent, or is
+    computed at run time and not ``required``; NaN, Inf or non-numeric values are refused."""
+    name = node.input[index] if len(node.input) > index else ""
+    if not name or not graph.is_const(name):
+        if name and required:
+            raise UnsupportedModelError(f"{graph.name(node)}: {what} is not a constant")
+        return None
+    value = graph.const(name)
+    if not np.issubdtype(value.dtype, np.number) or not np.isfinite(value.astype(np.float64)).all():
+        raise UnsupportedModelError(f"{graph.name(node)}: {what} has NaN, Inf or non-numeric values")
+    return value.astype(np.float64)
+
+
 def scalar_zero_point(graph: Graph, name: str) -> int | None:
     """A zero-point input's value when it is one per tensor (0 when absent); None per axis."""
     zp = graph.const(name) if name and graph.is_const(name) else np.zeros(())

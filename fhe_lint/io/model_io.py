@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, EncodeError
 
 from fhe_lint.io import protowire
 from fhe_lint.errors import FixError, ModelLoadError
@@ -179,12 +179,16 @@ def write_model(fixed: ModelProto, original: ModelProto, data: TensorData, targe
     for t in external_tensors(out):
         if not same or data.reference(t)[0] == source:
             t.CopyFrom(data.embedded(t))
-    if out.ByteSize() >= _PROTOBUF_LIMIT:
+    try:  # serialized once: ByteSize() first would cost a second pass over every weight
+        serialized = out.SerializeToString()
+    except EncodeError:  # what protobuf says of a message past 2 GiB
+        serialized = None
+    if serialized is None or len(serialized) >= _PROTOBUF_LIMIT:
         raise FixError(f"{target}: the fixed model is past 2 GiB with its data embedded; fix it in place instead")
     if same:
         for file in external_files & patches.keys():
             _write_patched(data, file, file, patches[file])
-    write_atomic(target, out.SerializeToString())
+    write_atomic(target, serialized)
 
 
 def _write_patched(data: TensorData, source: Path, target: Path,

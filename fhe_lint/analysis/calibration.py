@@ -11,8 +11,7 @@ import onnx
 
 from fhe_lint.analysis.accumulators import LayerAnalysis, ModelAnalysis
 from fhe_lint.analysis.execute import evaluate
-from fhe_lint.formats.graph import attr
-from fhe_lint.formats.layers import SPECS
+from fhe_lint.analysis.taps import data_input, tap_groups
 from fhe_lint.formats.quantizer import IntRange
 
 _FLOAT_OPS = frozenset({"Gemm", "MatMul", "Conv", "ConvTranspose"})
@@ -22,11 +21,6 @@ def _measurable(la: LayerAnalysis) -> bool:
     layer = la.layer
     return (la.bounds is not None and layer.weight is not None and layer.op in _FLOAT_OPS
             and layer.node.domain in ("", "ai.onnx") and layer.input.scale_zero_point is not None)
-
-
-def data_input(la: LayerAnalysis) -> str:
-    spec = SPECS[("", la.layer.op)]
-    return la.layer.node.input[spec.data_of[la.layer.weight.operand]]
 
 
 def _integer_op(la: LayerAnalysis, x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -71,16 +65,6 @@ def observed_ranges(analysis: ModelAnalysis, data: np.ndarray) -> dict[str, IntR
     return out
 
 
-def _features_axis(la: LayerAnalysis, x: np.ndarray) -> int:
-    """The axis of the data operand that runs along the weight's fan-in."""
-    layer, operand = la.layer, la.layer.weight.operand
-    if layer.op in ("Conv", "ConvTranspose"):
-        return 1
-    if operand == 1:  # data is A (M, K), or (K, M) when transposed
-        return -2 if attr(layer.node, "transA", 0) else -1
-    return -1 if attr(layer.node, "transB", 0) else -2  # data is B (K, N), or (N, K) when transposed
-
-
 def tap_activity(analysis: ModelAnalysis, data: np.ndarray) -> dict[str, np.ndarray]:
     """Per layer, mean |x| that each tap multiplies, as (neurons, fan_in): the activation-aware
     pruning order removes the taps with the smallest |w| * mean|x| first."""
@@ -89,15 +73,8 @@ def tap_activity(analysis: ModelAnalysis, data: np.ndarray) -> dict[str, np.ndar
         return {}
     out = {}
     for la, x in zip(layers, evaluate(analysis.graph.standalone(), data, [data_input(la) for la in layers])):
-        axis = _features_axis(la, x) % x.ndim
-        mean = np.abs(x.astype(np.float64)).mean(axis=tuple(i for i in range(x.ndim) if i != axis))
-        neurons, fan_in = la.layer.weight.d.shape
-        if la.layer.op == "Conv":
-            groups = attr(la.layer.node, "group", 1) or 1
-            per_group_in, taps = mean.size // groups, fan_in // (mean.size // groups)
-            group_of = np.arange(neurons) // (neurons // groups)
-            channel = group_of[:, None] * per_group_in + np.arange(fan_in)[None, :] // taps
-            out[la.name] = mean[channel]
-        else:
-            out[la.name] = np.broadcast_to(mean, (neurons, fan_in))
+        activity = np.empty(la.layer.weight.d.shape)
+        for neurons, taps in tap_groups(la, x):
+            activity[neurons] = np.abs(taps).mean(axis=0)
+        out[la.name] = activity
     return out

@@ -70,7 +70,7 @@ def fix_model(result: LintResult, data: np.ndarray | None = None) -> FixOutcome:
 
         activity = tap_activity(result.analysis, data)
     prunes = plan(result.analysis, result.diagnostics, activity)
-    pruned = {p.layer.name: p.count for p in prunes}
+    pruned = {p.layer.name: p.pruned for p in prunes}
     if not prunes:
         return FixOutcome(result, FixSummary({}, bits_before=before))
     for p in prunes:

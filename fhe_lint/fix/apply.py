@@ -1,7 +1,9 @@
-"""How a plan becomes a model: a copy with the planned weights set to values that add nothing.
+"""How edits become a model: a copy with new weight values behind the same quantizers, and,
+where an edit says so, new quantizer parameters and biases.
 
-Only the float (or integer) weights behind the quantizers change; a weight path shared with a
-layer that is not being fixed is cloned first, so no other layer changes.
+A weight path shared with a layer that is not being fixed is cloned first, and every changed
+scale or bit-width is a new initializer (they are shared between quantizers), so nothing that
+was not asked to change changes.
 """
 
 from __future__ import annotations
@@ -12,18 +14,24 @@ import numpy as np
 
 from fhe_lint.analysis.accumulators import LayerAnalysis
 from fhe_lint.errors import FixError
-from fhe_lint.fix.plan import LayerPrune
-from fhe_lint.formats.graph import Graph
+from fhe_lint.fix.edits import LayerEdit, QuantizerEdit
+from fhe_lint.formats.graph import Graph, attr
+from fhe_lint.formats.quantizer import Quantizer, integer_range
 from fhe_lint.io.onnx_proto import ModelProto, NodeProto, TensorProto, from_array
 
 
-def _unique(name: str, taken: set[str]) -> str:
-    k, candidate = 1, f"{name}_pruned"
-    while candidate in taken:
-        k += 1
-        candidate = f"{name}_pruned{k}"
-    taken.add(candidate)
-    return candidate
+class _Names:
+    def __init__(self, model: ModelProto) -> None:
+        g = model.graph
+        self.taken = {t.name for t in g.initializer} | {o for n in g.node for o in n.output} | {n.name for n in g.node}
+
+    def new(self, name: str, suffix: str = "fixed") -> str:
+        k, candidate = 1, f"{name}_{suffix}"
+        while candidate in self.taken:
+            k += 1
+            candidate = f"{name}_{suffix}{k}"
+        self.taken.add(candidate)
+        return candidate
 
 
 def _is_shared(graph: Graph, la: LayerAnalysis) -> bool:
@@ -36,61 +44,114 @@ def _is_shared(graph: Graph, la: LayerAnalysis) -> bool:
     )
 
 
-def _pruned_weights(graph: Graph, p: LayerPrune) -> np.ndarray:
-    weight = p.layer.layer.weight
+def weight_quantizer(e: LayerEdit) -> Quantizer:
+    """The weight's quantizer as the edit leaves it."""
+    q, qe = e.layer.layer.weight.quantizer, e.weight_quantizer
+    if qe is None:
+        return q
+    node = qe.node
+    grid = q.range if qe.bits is None else integer_range(qe.bits, bool(attr(node, "signed", 1)), bool(attr(node, "narrow", 0)))
+    return replace(q, scale=qe.scale.astype(np.float64), range=grid, bits=qe.bits or q.bits)
+
+
+def _edited_weights(graph: Graph, e: LayerEdit) -> np.ndarray:
+    weight = e.layer.layer.weight
     w = graph.const(weight.source).copy()
-    flat, q = w.reshape(-1), weight.quantizer
-    # the quantizer as it applies to the pruned positions alone: only those are set and checked
-    params = [v.reshape(()) if v.size == 1 else np.broadcast_to(v, w.shape)[np.unravel_index(p.source_index, w.shape)]
+    flat, q = w.reshape(-1), weight_quantizer(e)
+    # the quantizer as it applies to the edited positions alone: only those are set and checked
+    params = [v.reshape(()) if v.size == 1 else np.broadcast_to(v, w.shape)[np.unravel_index(e.source_index, w.shape)]
               for v in (q.scale, q.zero_point)]
-    pruned = replace(q, scale=params[0], zero_point=params[1])
-    # one value (and one check) when the parameters are scalars, else one per pruned position
-    values = pruned.pruned_values(np.broadcast_shapes(*(v.shape for v in params)))
-    flat[p.source_index] = values
-    if pruned.levels(values).any():
-        raise FixError(
-            f"{p.layer.name}: the weight zero-point lies outside the quantizer's range; "
-            "a weight cannot be made to add nothing"
-        )
+    at = replace(q, scale=params[0], zero_point=params[1])
+    if e.levels is None:  # one value (and one check) when the parameters are scalars
+        values = at.pruned_values(np.broadcast_shapes(*(v.shape for v in params)))
+        wanted = np.zeros(values.shape, dtype=np.int64)
+    else:
+        values = e.levels + at.zero_point if q.integer_source else e.levels * at.scale
+        wanted = e.levels
+    flat[e.source_index] = values
+    if (at.levels(flat[e.source_index] if e.levels is not None else values) != wanted).any():
+        raise FixError(f"{e.layer.name}: the new weights do not land on the quantizer's grid "
+                       "(a weight zero-point outside its range cannot add nothing)")
     return w
 
 
-def apply(graph: Graph, prunes: list[LayerPrune]) -> tuple[ModelProto, frozenset[str]]:
-    """A copy of the graph's model with the planned weights zeroed, and the initializers changed
-    in place; nothing else changes."""
+def apply(graph: Graph, edits: list[LayerEdit]) -> tuple[ModelProto, frozenset[str]]:
+    """A copy of the graph's model with the edits made, and the initializers changed in place."""
     fixed = ModelProto()
     fixed.CopyFrom(graph.model)
     g = fixed.graph
     index = {id(n): i for i, n in enumerate(graph.nodes)}
-    taken = {t.name for t in g.initializer} | {o for n in g.node for o in n.output} | {n.name for n in g.node}
+    names = _Names(fixed)
     inits = {t.name: t for t in g.initializer}
     touched = set()
-    for p in prunes:
-        la, weight = p.layer, p.layer.layer.weight
-        values = _pruned_weights(graph, p)
+    for e in edits:
+        la, weight = e.layer, e.layer.layer.weight
+        values = _edited_weights(graph, e)
         original = graph.const_proto(weight.source)
+        path = [g.node[index[id(n)]] for n in weight.path]
         if not _is_shared(graph, la):
             inits[weight.source].CopyFrom(_tensor(values, weight.source, original))
             touched.add(weight.source)
-            continue
-        # Clone initializer and weight path for this layer alone, then rewire the layer.
-        tensor = _unique(weight.source, taken)
-        g.initializer.append(_tensor(values, tensor, original))
-        for node in weight.path:
-            clone = NodeProto()
-            clone.CopyFrom(node)
-            clone.name = _unique(node.name or node.op_type, taken)
-            clone.input[0] = tensor
-            tensor = _unique(node.output[0], taken)
-            clone.output[0] = tensor
-            g.node.insert(len(g.node), clone)
-        layer_node = g.node[index[id(la.layer.node)]]
-        original_out = weight.path[-1].output[0] if weight.path else weight.source
-        for i, name in enumerate(layer_node.input):
-            if name == original_out:
-                layer_node.input[i] = tensor
+        else:  # clone initializer and weight path for this layer alone, then rewire the layer
+            tensor = names.new(weight.source, "pruned")
+            g.initializer.append(_tensor(values, tensor, original))
+            clones = []
+            for node in weight.path:
+                clone = NodeProto()
+                clone.CopyFrom(node)
+                clone.name = names.new(node.name or node.op_type, "pruned")
+                clone.input[0] = tensor
+                tensor = names.new(node.output[0], "pruned")
+                clone.output[0] = tensor
+                g.node.append(clone)
+                clones.append(g.node[len(g.node) - 1])
+            layer_node = g.node[index[id(la.layer.node)]]
+            original_out = weight.path[-1].output[0] if weight.path else weight.source
+            for i, name in enumerate(layer_node.input):
+                if name == original_out:
+                    layer_node.input[i] = tensor
+            path = clones
+        if e.weight_quantizer is not None:
+            _regrid(graph, next(c for c, n in zip(path, weight.path) if n is e.weight_quantizer.node),
+                    e.weight_quantizer, names, g)
+        if e.input_quantizer is not None:
+            _regrid(graph, g.node[index[id(e.input_quantizer.node)]], e.input_quantizer, names, g)
+        if e.bias_delta is not None:
+            _correct_bias(graph, la, e.bias_delta, inits, touched)
     _topological_sort(fixed)
     return fixed, frozenset(touched)
+
+
+def _regrid(graph: Graph, node: NodeProto, q: QuantizerEdit, names: _Names, g) -> None:
+    """Point the quantizer at a new scale (input 1) and, for QONNX, bit-width (input 3)."""
+    changes = [(1, q.scale)] + ([(3, np.array(q.bits))] if q.bits is not None else [])
+    for i, value in changes:
+        old = graph.const(node.input[i])
+        value = np.asarray(value).reshape(old.shape) if np.size(value) == old.size else np.asarray(value)
+        name = names.new(node.input[i])
+        g.initializer.append(_tensor(value, name, graph.const_proto(node.input[i])))
+        node.input[i] = name
+
+
+def bias_input(graph: Graph, la: LayerAnalysis) -> str | None:
+    """The layer's float bias initializer when a correction can change it for this layer alone."""
+    node = la.layer.node
+    if la.layer.op not in ("Gemm", "Conv") or len(node.input) < 3 or not graph.is_initializer(node.input[2]):
+        return None
+    name = node.input[2]
+    value = graph.const(name)
+    if len(graph.consumers[name]) != 1 or not np.issubdtype(value.dtype, np.floating):
+        return None
+    return name if value.size in (1, la.layer.neurons) else None
+
+
+def _correct_bias(graph: Graph, la: LayerAnalysis, delta: np.ndarray, inits: dict, touched: set) -> None:
+    name = bias_input(graph, la)
+    value = graph.const(name)
+    new = (np.broadcast_to(value.reshape(-1), delta.shape) + delta).astype(value.dtype)
+    shape = value.shape if value.size == delta.size else delta.shape
+    inits[name].CopyFrom(_tensor(new.reshape(shape), name, graph.const_proto(name)))
+    touched.add(name)
 
 
 def _tensor(values: np.ndarray, name: str, original: TensorProto) -> TensorProto:

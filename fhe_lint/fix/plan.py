@@ -15,23 +15,8 @@ import numpy as np
 from fhe_lint import bounds
 from fhe_lint.analysis.accumulators import LayerAnalysis, ModelAnalysis, tap_range
 from fhe_lint.diagnostics import Diagnostic, Requirement
+from fhe_lint.fix.edits import LayerEdit
 from fhe_lint.parallel import map_blocks
-
-
-@dataclass(frozen=True)
-class LayerPrune:
-    """Taps to zero in one layer: positions in the source initializer."""
-
-    layer: LayerAnalysis
-    source_index: np.ndarray  # flat index into the float weight initializer
-
-    @property
-    def count(self) -> int:
-        return int(self.source_index.size)
-
-    @property
-    def fraction(self) -> float:
-        return self.count / max(self.layer.layer.weight.d.size, 1)
 
 
 def requirements(diagnostics: Iterable[Diagnostic], strict: bool) -> dict[str, dict[int, Requirement]]:
@@ -58,7 +43,7 @@ class _Taps:
 
 
 def plan_layer(la: LayerAnalysis, wanted: dict[int, Requirement],
-               activity: np.ndarray | None = None) -> LayerPrune | None:
+               activity: np.ndarray | None = None) -> LayerEdit | None:
     """The taps to remove so that every neuron in ``wanted`` meets its requirement.
 
     A strided ConvTranspose sums one phase of a neuron's taps per output, so each phase is
@@ -93,7 +78,7 @@ def plan_layer(la: LayerAnalysis, wanted: dict[int, Requirement],
             part = _Taps(d, magnitude[:, mask], index[:, mask], lo, hi, bounds.nonzero_count(d))
             found.append(_plan(part, x, b.signed, rows, bits, np.full(n, -1)))
     taps = np.unique(np.concatenate(found)) if len(found) > 1 else found[0]
-    return LayerPrune(la, taps) if taps.size else None
+    return LayerEdit(la, taps, pruned=int(taps.size)) if taps.size else None
 
 
 def _plan(t: _Taps, x, signed: bool, rows: np.ndarray, bits: np.ndarray, limit: np.ndarray) -> np.ndarray:
@@ -173,7 +158,7 @@ def _prefix_reaching(cumulative: np.ndarray, need: np.ndarray) -> np.ndarray:
 
 
 def plan(analysis: ModelAnalysis, diagnostics: Iterable[Diagnostic],
-         activity: dict[str, np.ndarray] | None = None) -> list[LayerPrune]:
+         activity: dict[str, np.ndarray] | None = None) -> list[LayerEdit]:
     """The pruning that satisfies every requirement of ``diagnostics`` that fails the run."""
     wanted = requirements(diagnostics, analysis.settings.strict)
     out = []

@@ -1,0 +1,60 @@
+"""What a fix changes in a model, whatever the strategy that chose it: new weight levels at
+some positions, and where needed a re-gridded quantizer or a corrected bias."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fhe_lint.analysis.accumulators import LayerAnalysis
+from fhe_lint.io.onnx_proto import NodeProto
+
+
+@dataclass(frozen=True)
+class QuantizerEdit:
+    """A quantizer put on a coarser grid: a new scale and, for QONNX, a new bit-width (None: the
+    container type stays, only the levels used shrink)."""
+
+    node: NodeProto  # in the analysed (unfixed) graph
+    scale: np.ndarray  # in the dtype the model stores it in
+    bits: int | None
+    bits_before: int
+
+
+@dataclass(frozen=True)
+class LayerEdit:
+    """One layer's change: at ``source_index`` (flat positions in the weight's constant) the
+    levels ``q - zp`` become ``levels`` (None: add nothing, i.e. pruning)."""
+
+    layer: LayerAnalysis
+    source_index: np.ndarray
+    levels: np.ndarray | None = None
+    strategy: str = "prune"
+    pruned: int = 0  # taps that now add nothing and did before
+    moved: int = 0  # taps given another non-zero level
+    weight_quantizer: QuantizerEdit | None = None
+    input_quantizer: QuantizerEdit | None = None
+    bias_delta: np.ndarray | None = None  # per neuron, in the output's real units
+
+    @property
+    def fraction(self) -> float:
+        """Share of the layer's weights pruned."""
+        return self.pruned / max(self.layer.layer.weight.d.size, 1)
+
+    def as_json(self) -> dict:
+        out: dict = {"strategy": self.strategy, "pruned": self.pruned, "moved": self.moved}
+        for key, q in (("weight_bits", self.weight_quantizer), ("input_bits", self.input_quantizer)):
+            if q is not None and q.bits is not None:
+                out[key] = [q.bits_before, q.bits]
+        if self.input_quantizer is not None:
+            out["input_quantizer"] = self.layer.layer.input.quantizers[0]
+        if self.bias_delta is not None:
+            out["bias_corrected"] = True
+        return out
+
+
+def changed(old: np.ndarray, new: np.ndarray) -> tuple[int, int]:
+    """``(pruned, moved)`` between two level arrays of the same taps."""
+    pruned = int(np.count_nonzero((old != 0) & (new == 0)))
+    return pruned, int(np.count_nonzero((old != new) & (new != 0)))

@@ -100,7 +100,7 @@ def main() -> None:
                    "quantization does (symmetric, per tensor, N bits).")
 @click.option("--input-bits", type=click.IntRange(1, 32), metavar="N",
               help="Float models: unquantized layer inputs are N-bit unsigned integers.")
-@click.option("--fix", is_flag=True, help="Prune the smallest weights of violating neurons until they fit.")
+@click.option("--fix", is_flag=True, help="Change the violating layers until they fit (see --fix-strategy).")
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
               help="With --fix: write the fixed model here instead of over the input.")
 @click.option("--max-prune", type=click.FloatRange(0, 100), default=90.0, show_default=True, metavar="PERCENT",
@@ -108,6 +108,14 @@ def main() -> None:
 @click.option("--calibration", type=click.Path(exists=True, dir_okay=False), metavar="DATA.npy",
               help="Model inputs (.npy, or .npz): report the accumulator range they reach next to the "
                    "worst case, and, with --fix, how many predictions the fix changes.")
+@click.option("--fix-strategy", type=click.Choice(["prune", "compensate", "bits", "auto"]),
+              help="With --fix: prune the smallest weights (default without --calibration); compensate "
+                   "(re-solve the kept weights on the data); bits (fewer weight or input bits where the "
+                   "advice says); auto (default with --calibration: try all, keep the one whose "
+                   "predictions agree most with the original).")
+@click.option("--max-damage", type=click.FloatRange(0, 100), default=5.0, show_default=True, metavar="PERCENT",
+              help="With --fix and no --calibration: refuse a fix that changes more than this share of a "
+                   "layer's weight energy (there is no data to measure what it costs).")
 @click.option("--fix-order", type=click.Choice(["l1", "activation"]), default="l1", show_default=True,
               help="With --fix: prune smallest |w| first (l1), or smallest |w| x mean|x| on the "
                    "calibration data (activation).")

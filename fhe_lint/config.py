@@ -12,6 +12,9 @@ model itself (``metadata_props`` key ``fhe-lint:ignore``).
     weight-bits = 8           # float models
     input-bits = 8
     per-node-ignores = { "/classifier/*" = ["ALL"], "/fc/Gemm" = ["FHE002"] }
+    calibration = "data/calib.npy"   # model inputs, relative to this file: --fix measures and compensates
+    fix-strategy = "auto"     # prune | compensate | bits | auto
+    max-damage = 5            # percent of a layer's weight energy a fix without data may change
 
     [per-file."legacy/*.onnx"]   # any key above, for the models matching the glob
     n-max = 17
@@ -81,6 +84,20 @@ def _bool(v: Any) -> bool:
     return v
 
 
+def _choice(*options: str) -> Callable[[Any], str]:
+    def check(v: Any) -> str:
+        if v not in options:
+            raise ValueError(f"expected one of {', '.join(options)}")
+        return v
+    return check
+
+
+def _path(v: Any) -> str:
+    if not isinstance(v, str) or not v:
+        raise ValueError("expected a path")
+    return v
+
+
 def _node_ignores(v: Any) -> tuple[tuple[str, frozenset[str]], ...]:
     if not isinstance(v, dict):
         raise ValueError('expected a table of node-name glob = ["CODE", ...]')
@@ -98,6 +115,9 @@ KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "weight-bits": ("weight_bits", _positive_int(1, 32)),
     "input-bits": ("input_bits", _positive_int(1, 32)),
     "per-node-ignores": ("node_ignores", _node_ignores),
+    "fix-strategy": ("fix_strategy", _choice("prune", "compensate", "bits", "auto")),
+    "max-damage": ("max_damage", _number(0, 100)),
+    "calibration": ("calibration", _path),  # relative to the config file: made absolute in _apply
 }
 
 
@@ -135,6 +155,8 @@ def _apply(settings: Settings, table: dict[str, Any], where: Path) -> Settings:
             changes[name] = convert(value)
         except ValueError as e:
             raise ConfigError(f"{where}: {key}: {e}") from e
+    if "calibration" in changes:
+        changes["calibration"] = str(where.parent / changes["calibration"])
     return dataclasses.replace(settings, **changes)
 
 

@@ -18,6 +18,8 @@ class Settings:
     input_bits: int | None = None
     node_ignores: tuple[tuple[str, frozenset[str]], ...] = ()  # (node-name glob, codes or {"ALL"})
     calibration: str | None = None  # .npy/.npz of model inputs: observed ranges, fix impact
+    fix_strategy: str | None = None  # prune | compensate | bits | auto; None: auto with data, else prune
+    max_damage: float = 5.0  # percent of a layer's weight energy a fix may change without data
     fix_order: str = "l1"  # l1: smallest |w| first; activation: smallest |w| * mean|x| first
     max_agreement_drop: float | None = None  # percent of changed predictions a fix may cause
     confirm: str | None = None  # "layers": Concrete compiles each multi-sum; "network": Concrete ML the model

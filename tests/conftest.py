@@ -12,6 +12,8 @@ HERE = Path(__file__).resolve().parent
 FIXTURES = HERE / "fixtures" / "brevitas"
 THIRDPARTY = HERE.parent.parent / "shared" / "thirdparty"
 sys.path.insert(0, str(HERE))
+# Tests of how a fix is made (not of whether its cost is acceptable) lift the no-data damage cap.
+LOSSY = ("--max-damage", "100")
 
 
 @pytest.fixture(scope="session")

@@ -36,21 +36,23 @@ def test_silent_overflow_shows_in_the_headroom():
 
 def test_fix_impact_reported_and_max_agreement_drop(tmp_path):
     src, calib = FIXTURES / "cnn_w6a6_overflow.onnx", FIXTURES / "cnn_w6a6_overflow.calib.npy"
-    rc, rep = lint_json(src, "--calibration", calib, "--fix", "-o", tmp_path / "f.onnx", "--select", "FHE001")
+    prune = ("--fix-strategy", "prune")  # the strategy that loses predictions on this model
+    rc, rep = lint_json(src, "--calibration", calib, "--fix", "-o", tmp_path / "f.onnx", "--select", "FHE001", *prune)
     fix = rep["files"][0]["fix"]
     assert rc == 0 and 0.5 < fix["agreement"] < 1.0 and fix["max_abs_change"] > 0
     drop = 100 * (1 - fix["agreement"])
     rc, rep = lint_json(src, "--calibration", calib, "--fix", "-o", tmp_path / "g.onnx", "--select", "FHE001",
-                        "--max-agreement-drop", f"{drop / 2:.3f}")
+                        "--max-agreement-drop", f"{drop / 2:.3f}", *prune)
     assert rc == 1 and "max-agreement-drop" in rep["files"][0]["fix"]["refused"]
     assert not (tmp_path / "g.onnx").exists()
 
 
 def test_activation_order_prunes_by_weight_times_activity(tmp_path):
     src, calib = FIXTURES / "mlp_w6a6_unsigned_in.onnx", FIXTURES / "mlp_w6a6_unsigned_in.calib.npy"
-    _, l1 = lint_json(src, "--calibration", calib, "--fix", "-o", tmp_path / "a.onnx", "--select", "FHE001")
+    prune = ("--fix-strategy", "prune")
+    _, l1 = lint_json(src, "--calibration", calib, "--fix", "-o", tmp_path / "a.onnx", "--select", "FHE001", *prune)
     rc, act = lint_json(src, "--calibration", calib, "--fix", "-o", tmp_path / "b.onnx", "--select", "FHE001",
-                        "--fix-order", "activation")
+                        "--fix-order", "activation", *prune)
     assert rc == 0 and lint_json(tmp_path / "b.onnx", "--select", "FHE001")[0] == 0
     assert l1["files"][0]["fix"]["pruned"] != act["files"][0]["fix"]["pruned"]  # a different choice of taps
     assert run_cli(src, "--fix", "--fix-order", "activation", "-o", tmp_path / "c.onnx").returncode == 2

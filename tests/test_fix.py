@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import helper, numpy_helper
-from conftest import FIXTURES, lint_json, run_cli
+from conftest import LOSSY, FIXTURES, lint_json, run_cli
 from qonnx_builder import QonnxBuilder, integer_weights
 from reference import concrete_bits, run
 
@@ -70,7 +70,7 @@ def test_fix_makes_failing_fixture_pass_and_prunes_only_violating_neurons(name, 
     src = FIXTURES / f"{name}.onnx"
     out = tmp_path / "fixed.onnx"
     before_bytes = src.read_bytes()
-    p = run_cli(src, "--fix", "-o", out, *FAILING[name])
+    p = run_cli(src, "--fix", *LOSSY, "-o", out, *FAILING[name])
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr
     assert src.read_bytes() == before_bytes
     rc, rep = lint_json(out)
@@ -100,12 +100,12 @@ def test_fix_makes_failing_fixture_pass_and_prunes_only_violating_neurons(name, 
 def test_fix_reports_pruned_counts_and_is_idempotent(tmp_path):
     src = FIXTURES / "mlp_w6a6_unsigned_in.onnx"
     a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
-    rc, rep = lint_json(src, "--fix", "-o", a)
+    rc, rep = lint_json(src, "--fix", *LOSSY, "-o", a)
     fix = rep["files"][0]["fix"]
     assert rc == 0 and fix["refused"] is None and fix["written"] == str(a)
     d0, d1 = weights(src)["/seq/seq.3/Gemm"], weights(a)["/seq/seq.3/Gemm"]
     assert fix["pruned"] == {"/seq/seq.3/Gemm": int(((d0 != 0) & (d1 == 0)).sum())}
-    rc, rep = lint_json(a, "--fix", "-o", b)
+    rc, rep = lint_json(a, "--fix", *LOSSY, "-o", b)
     assert rc == 0 and rep["files"][0]["fix"]["pruned"] == {}
     assert a.read_bytes() == b.read_bytes()
 
@@ -115,7 +115,7 @@ def test_fix_in_place_and_clean_model_untouched(tmp_path):
     shutil.copy(FIXTURES / "mlp_w2a2.onnx", clean)
     shutil.copy(FIXTURES / "mlp_w6a6_unsigned_in.onnx", bad)
     clean_stat = clean.stat()
-    assert run_cli(clean, bad, "--fix").returncode == 0
+    assert run_cli(clean, bad, "--fix", *LOSSY).returncode == 0
     assert clean.read_bytes() == (FIXTURES / "mlp_w2a2.onnx").read_bytes()
     assert clean.stat().st_mtime_ns == clean_stat.st_mtime_ns  # not even rewritten
     assert bad.read_bytes() != (FIXTURES / "mlp_w6a6_unsigned_in.onnx").read_bytes()
@@ -126,7 +126,7 @@ def test_fix_in_place_and_clean_model_untouched(tmp_path):
 def test_fix_refused_beyond_max_prune_leaves_everything_untouched(tmp_path):
     model = tmp_path / "m.onnx"
     shutil.copy(FIXTURES / "mlp_w7a7_overflow.onnx", model)
-    p = run_cli(model, "--fix", "-o", tmp_path / "out.onnx")
+    p = run_cli(model, "--fix", *LOSSY, "-o", tmp_path / "out.onnx")
     assert p.returncode == 1
     assert "refused" in p.stdout and "max-prune" in p.stdout
     assert not (tmp_path / "out.onnx").exists()
@@ -136,7 +136,7 @@ def test_fix_refused_beyond_max_prune_leaves_everything_untouched(tmp_path):
 def test_strict_fix_enforces_nonzero_budget(tmp_path):
     out = tmp_path / "fixed.onnx"
     src = FIXTURES / "mlp_w6a6_unsigned_in.onnx"
-    assert run_cli(src, "--fix", "--strict", "-o", out).returncode == 0
+    assert run_cli(src, "--fix", *LOSSY, "--strict", "-o", out).returncode == 0
     rc, rep = lint_json(out, "--strict")
     assert rc == 0 and rep["summary"]["warnings"] == 0
     assert all(layer["max_nonzero"] <= layer["omega"] for layer in rep["files"][0]["layers"])
@@ -159,7 +159,7 @@ def test_fix_never_alters_a_layer_sharing_the_weight(tmp_path):
     src, out = tmp_path / "shared.onnx", tmp_path / "fixed.onnx"
     onnx.save(model, src)
     assert violating(src).keys() == {"wide"}
-    p = run_cli(src, "--fix", "-o", out, "--max-prune", "100")
+    p = run_cli(src, "--fix", *LOSSY, "-o", out, "--max-prune", "100")
     assert p.returncode == 0, p.stdout + p.stderr
     w0, w1 = weights(src), weights(out)
     assert (w0["narrow"] == w1["narrow"]).all()
@@ -185,7 +185,7 @@ def test_fix_with_nonzero_weight_zero_point(tmp_path):
     src, out = tmp_path / "zp.onnx", tmp_path / "fixed.onnx"
     onnx.save(model, src)
     assert "fc" in violating(src)
-    assert run_cli(src, "--fix", "-o", out, "--max-prune", "100").returncode == 0
+    assert run_cli(src, "--fix", *LOSSY, "-o", out, "--max-prune", "100").returncode == 0
     d0, d1 = weights(src)["fc"], weights(out)["fc"]
     pruned = (d0 != 0) & (d1 == 0)
     assert pruned.any() and ((d0 == d1) | pruned).all()
@@ -204,7 +204,7 @@ def _external(tmp_path: Path, name: str) -> Path:
 def test_fix_in_place_keeps_external_data_and_patches_only_touched_tensors(tmp_path):
     path = _external(tmp_path, "mlp_w6a6_unsigned_in")
     data_before = (path.parent / "m.data").read_bytes()
-    p = run_cli(path, "--fix")
+    p = run_cli(path, "--fix", *LOSSY)
     assert p.returncode == 0, p.stdout + p.stderr
     assert sorted(f.name for f in path.parent.iterdir()) == ["m.data", "m.onnx"]  # no temp files left
     data_after = (path.parent / "m.data").read_bytes()
@@ -223,6 +223,6 @@ def test_fix_in_place_keeps_external_data_and_patches_only_touched_tensors(tmp_p
 def test_fix_of_external_data_model_to_another_path_embeds_the_data(tmp_path):
     path = _external(tmp_path, "mlp_w6a6_unsigned_in")
     out = tmp_path / "fixed.onnx"
-    assert run_cli(path, "--fix", "-o", out).returncode == 0
+    assert run_cli(path, "--fix", *LOSSY, "-o", out).returncode == 0
     assert all(t.data_location != onnx.TensorProto.EXTERNAL for t in onnx.load(out, load_external_data=False).graph.initializer)
     assert run_cli(out).returncode == 0 and run_cli(path).returncode == 1  # the input is untouched

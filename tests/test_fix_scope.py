@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from conftest import lint_json
+from conftest import LOSSY, lint_json
 from onnx import numpy_helper
 from qonnx_builder import QonnxBuilder, integer_weights
 from reference import concrete_bits, run
@@ -20,7 +20,7 @@ def test_per_node_ignore_all_means_the_fix_leaves_that_layer_alone(tmp_path):
     shutil.copy(EXAMPLES / "overflow.onnx", tmp_path / "m.onnx")
     (tmp_path / "fhe-lint.toml").write_text('per-node-ignores = { "/seq/seq.3/*" = ["ALL"] }\n')
     before = (tmp_path / "m.onnx").read_bytes()
-    rc, rep = lint_json(tmp_path / "m.onnx", "--fix")
+    rc, rep = lint_json(tmp_path / "m.onnx", "--fix", *LOSSY)
     assert rc == 0 and rep["files"][0]["fix"]["pruned"] == {} and rep["files"][0]["fix"]["refused"] is None
     assert (tmp_path / "m.onnx").read_bytes() == before
 
@@ -28,7 +28,7 @@ def test_per_node_ignore_all_means_the_fix_leaves_that_layer_alone(tmp_path):
 def test_strict_fix_of_a_selection_without_findings_prunes_nothing(tmp_path):
     shutil.copy(EXAMPLES / "clean.onnx", tmp_path / "m.onnx")
     before = (tmp_path / "m.onnx").read_bytes()
-    rc, rep = lint_json(tmp_path / "m.onnx", "--select", "FHE002", "--strict", "--fix")
+    rc, rep = lint_json(tmp_path / "m.onnx", "--select", "FHE002", "--strict", "--fix", *LOSSY)
     assert rc == 0 and rep["files"][0]["diagnostics"] == [] and rep["files"][0]["fix"]["pruned"] == {}
     assert (tmp_path / "m.onnx").read_bytes() == before
 
@@ -40,7 +40,7 @@ def test_strict_fix_of_fhe002_alone_prunes_to_the_budget_only(tmp_path):
     _, before = lint_json(EXAMPLES / "overflow.onnx", "--select", "FHE002")
     limits = {d["node"]: d["limit"] for d in before["files"][0]["diagnostics"]}
     assert limits
-    assert lint_json(EXAMPLES / "overflow.onnx", "--select", "FHE002", "--strict", "--fix", "-o", out)[0] == 0
+    assert lint_json(EXAMPLES / "overflow.onnx", "--select", "FHE002", "--strict", "--fix", *LOSSY, "-o", out)[0] == 0
     rc, after = lint_json(out, "--select", "FHE002", "--strict")
     assert rc == 0
     for layer in after["files"][0]["layers"]:
@@ -83,7 +83,7 @@ def test_strided_conv_transpose_is_fixed_phase_by_phase(tmp_path):
     assert rc == 1 and layer["accumulator_bits"] == _worst_bits_by_impulses(model, s_x, s_w, -32, 31) > 13
     assert all(d["fixable"] for d in rep["files"][0]["diagnostics"] if d["code"] == "FHE001")
 
-    rc, rep = lint_json(src, "--n-max", "13", "--ignore", "FHE004", "--fix", "-o", out, "--max-prune", "100")
+    rc, rep = lint_json(src, "--n-max", "13", "--ignore", "FHE004", "--fix", *LOSSY, "-o", out, "--max-prune", "100")
     assert rc == 0 and rep["files"][0]["fix"]["pruned"]["up"] > 0
     fixed = onnx.load(out)
     assert _worst_bits_by_impulses(fixed, s_x, s_w, -32, 31) <= 13  # the oracle agrees it now fits
@@ -98,7 +98,7 @@ def test_a_sum_without_weights_is_not_fixable_and_the_refusal_names_it(tmp_path)
     model = b.build(b.node("AveragePool", [x], name="gap", kernel_shape=[16, 16]))
     onnx.save(model, tmp_path / "gap.onnx")
     before = (tmp_path / "gap.onnx").read_bytes()
-    rc, rep = lint_json(tmp_path / "gap.onnx", "--n-max", "15", "--fix")
+    rc, rep = lint_json(tmp_path / "gap.onnx", "--n-max", "15", "--fix", *LOSSY)
     (d,) = rep["files"][0]["diagnostics"]
     assert rc == 1 and d["code"] == "FHE001" and d["fixable"] is False
     refused = rep["files"][0]["fix"]["refused"]

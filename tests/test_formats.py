@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import lint_json, run_cli
+from conftest import LOSSY, lint_json, run_cli
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 from qonnx_builder import QonnxBuilder, integer_weights
@@ -111,7 +111,7 @@ def test_runtime_range_reported_with_bias(quantized):
 def test_fix_keeps_the_format(quantized, tmp_path):
     path, _ = quantized
     out = tmp_path / "fixed.onnx"
-    p = run_cli(path, "--fix", "-o", out, "--select", "FHE001", "--max-prune", "100")
+    p = run_cli(path, "--fix", *LOSSY, "-o", out, "--select", "FHE001", "--max-prune", "100")
     assert p.returncode == 0, p.stdout + p.stderr
     before, after = onnx.load(path), onnx.load(out)
     assert [n.op_type for n in before.graph.node] == [n.op_type for n in after.graph.node]
@@ -171,7 +171,7 @@ def test_float_model_fix_writes_exact_zeros(tmp_path):
     out = tmp_path / "fixed.onnx"
     args = ["--weight-bits", "8", "--input-bits", "8"]
     assert run_cli(tmp_path / "float.onnx", *args).returncode == 1
-    p = run_cli(tmp_path / "float.onnx", *args, "--fix", "-o", out, "--max-prune", "100")
+    p = run_cli(tmp_path / "float.onnx", *args, "--fix", *LOSSY, "-o", out, "--max-prune", "100")
     assert p.returncode == 0, p.stdout + p.stderr
     before = numpy_helper.to_array(onnx.load(tmp_path / "float.onnx").graph.initializer[2])
     after = numpy_helper.to_array(onnx.load(out).graph.initializer[2])
@@ -260,7 +260,7 @@ def test_int4_qdq_weights_are_read_and_fixed_in_place(tmp_path):
     lo, hi = _corners(d, 0, 255)
     assert mm.bounds.lo.tolist() == lo.tolist() and mm.bounds.hi.tolist() == hi.tolist()
     out = tmp_path / "fixed.onnx"
-    assert run_cli(tmp_path / "q4.onnx", "--fix", "-o", out, "--n-max", "10", "--select", "FHE001",
+    assert run_cli(tmp_path / "q4.onnx", "--fix", *LOSSY, "-o", out, "--n-max", "10", "--select", "FHE001",
                    "--max-prune", "100").returncode == 0
     fixed = {t.name: t.data_type for t in onnx.load(out).graph.initializer}
     assert fixed["w2_quantized"] == TensorProto.INT4

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import FIXTURES, THIRDPARTY, lint_json, run_cli
+from conftest import LOSSY, FIXTURES, THIRDPARTY, lint_json, run_cli
 from qonnx_builder import QonnxBuilder
 
 from fhe_lint.io import protowire
@@ -104,7 +104,7 @@ def test_fix_patches_the_mapped_weights_into_a_copy_of_the_file(in_place, tmp_pa
     model, data = read_model(src)
     (weight,) = [t for t in model.graph.initializer if is_external(t)]
     original = src.read_bytes()
-    outcome = fix_model(lint_model(model, src, Settings(max_prune=1.0), data))
+    outcome = fix_model(lint_model(model, src, Settings(max_prune=1.0, max_damage=100.0), data))
     target = src if in_place else tmp_path / "out.onnx"
     expected = data.standalone(outcome.model)
     write_model(outcome.model, model, data, target, outcome.touched)
@@ -128,7 +128,7 @@ def test_fix_that_clones_a_shared_mapped_weight_writes_the_whole_model(tmp_path)
     b.outputs.append(y)
     src = tmp_path / "m.onnx"
     onnx.save(b.build(b.nodes[-1].output[0]), src)
-    p = run_cli(src, "--fix", "--max-prune", "100", "-o", tmp_path / "out.onnx")
+    p = run_cli(src, "--fix", *LOSSY, "--max-prune", "100", "-o", tmp_path / "out.onnx")
     assert p.returncode == 0, p.stdout + p.stderr
     fixed = onnx.load(tmp_path / "out.onnx")
     assert len(fixed.graph.initializer) > len(onnx.load(src).graph.initializer)  # the clones
@@ -190,7 +190,7 @@ def test_external_data_past_2_gib(tmp_path):
     assert rc == rc0 == 1
     assert [la["accumulator_range"] for la in rep["files"][0]["layers"]] == \
         [la["accumulator_range"] for la in rep0["files"][0]["layers"]]
-    p = run_cli(d / "m.onnx", "--fix", "-o", tmp_path / "fixed.onnx")  # in place would copy the 2 GiB
+    p = run_cli(d / "m.onnx", "--fix", *LOSSY, "-o", tmp_path / "fixed.onnx")  # in place would copy the 2 GiB
     assert p.returncode == 0, p.stdout + p.stderr
     assert lint_json(tmp_path / "fixed.onnx")[0] == 0
 
@@ -199,7 +199,7 @@ def test_fix_writes_the_model_it_read_even_if_the_file_was_replaced_since(tmp_pa
     src = _big_overflowing_model(tmp_path / "m.onnx")
     original = src.read_bytes()
     model, data = read_model(src)
-    outcome = fix_model(lint_model(model, src, Settings(max_prune=1.0), data))
+    outcome = fix_model(lint_model(model, src, Settings(max_prune=1.0, max_damage=100.0), data))
     replacement = tmp_path / "other.onnx"
     shutil.copy(FIXTURES / "mlp_w2a2.onnx", replacement)
     replacement.replace(src)  # another writer renames a different model over it meanwhile

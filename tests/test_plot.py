@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 
 import pytest
-from conftest import FIXTURES, run_cli
+from conftest import LOSSY, FIXTURES, run_cli
 
 pytest.importorskip("matplotlib")
 SOURCE = FIXTURES / "cnn_w6a6_overflow.onnx"
@@ -15,7 +15,7 @@ SOURCE = FIXTURES / "cnn_w6a6_overflow.onnx"
 def test_png_and_svg(tmp_path):
     assert run_cli(SOURCE, "--plot", tmp_path / "p.png").returncode == 1  # findings still decide the exit
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert run_cli(SOURCE, "--select", "FHE001", "--fix", "-o", tmp_path / "f.onnx", "--plot", tmp_path / "p.svg").returncode == 0
+    assert run_cli(SOURCE, "--select", "FHE001", "--fix", *LOSSY, "-o", tmp_path / "f.onnx", "--plot", tmp_path / "p.svg").returncode == 0
     root = ET.parse(tmp_path / "p.svg").getroot()
     assert root.tag.endswith("svg")
     assert b"before --fix" in (tmp_path / "p.svg").read_bytes()

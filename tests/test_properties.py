@@ -91,7 +91,7 @@ def test_interval_contains_every_value_and_is_attained(p):
 @given(layers(), st.integers(4, 20))
 def test_fix_properties(p, n_max):
     model = build(p)
-    settings_ = Settings(n_max=n_max, max_prune=1.0)
+    settings_ = Settings(n_max=n_max, max_prune=1.0, max_damage=100.0)
     before = lint_model(model, Path("p.onnx"), settings_)
     outcome = fix_model(before)
     (la0,) = before.analysis.layers

@@ -1,8 +1,9 @@
-"""The whole fix of one model: plan from the kept diagnostics, apply on a copy, re-lint, then
-accept or refuse (nothing is written here; the runner writes an accepted model atomically).
+"""The whole fix of one model: edits from a strategy, applied on a copy, re-linted, then
+accepted or refused (nothing is written here; the runner writes an accepted model atomically).
 
-``plan`` decides which weights go, ``apply`` builds the fixed model; strategies beyond L1
-pruning belong beside them.
+``plan`` chooses the taps L1 pruning removes; ``strategies`` compensate the kept weights or put
+layers on coarser grids; ``apply`` builds the model from the edits. ``auto`` tries them all and
+keeps the fitting model whose predictions agree most with the original on the data.
 """
 
 from __future__ import annotations
@@ -12,12 +13,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from fhe_lint.errors import FixError
-from fhe_lint.fix.apply import apply
-from fhe_lint.fix.plan import plan
+from fhe_lint.fix import strategies
+from fhe_lint.fix.apply import apply, damage
+from fhe_lint.fix.edits import LayerEdit
+from fhe_lint.fix.plan import plan, requirements
 from fhe_lint.formats.graph import Graph
 from fhe_lint.io.onnx_proto import ModelProto
 from fhe_lint.linter import LintResult, lint_model
 from fhe_lint.report.model import FixSummary, neuron_bits
+
+STRATEGIES = ("prune", "compensate", "bits", "auto")
 
 
 @dataclass(frozen=True)
@@ -31,15 +36,32 @@ class FixOutcome:
     touched: frozenset[str] = frozenset()  # initializers changed in place (a copy gets a new name)
 
 
-def impact(model: Graph, fixed: Graph, data: np.ndarray) -> tuple[float, float]:
-    """Prediction agreement (argmax of the first output) and the largest output change."""
+@dataclass(frozen=True)
+class _Candidate:
+    strategy: str
+    edits: list[LayerEdit]
+    refused: str | None = None
+    after: LintResult | None = None
+    model: ModelProto | None = None
+    touched: frozenset[str] = frozenset()
+    impact: tuple[float, float, float] | None = None  # agreement, max |change|, mean squared change
+
+    def summary(self, before: dict) -> FixSummary:
+        agreement, change = self.impact[:2] if self.impact else (None, None)
+        return FixSummary({e.layer.name: e.pruned for e in self.edits}, self.refused, None, before,
+                          agreement, change, self.strategy, {e.layer.name: e.as_json() for e in self.edits})
+
+
+def impact(model: Graph, fixed: Graph, data: np.ndarray) -> tuple[float, float, float]:
+    """Prediction agreement (argmax of the first output), the largest and the mean squared
+    output change."""
     from fhe_lint.analysis.execute import evaluate
 
     name = model.model.graph.output[0].name
     (before,), (after,) = evaluate(model.standalone(), data, [name]), evaluate(fixed.standalone(), data, [name])
-    before, after = before.reshape(len(data), -1), after.reshape(len(data), -1)
+    before, after = before.reshape(len(data), -1).astype(np.float64), after.reshape(len(data), -1).astype(np.float64)
     agreement = float(np.mean(before.argmax(axis=1) == after.argmax(axis=1)))
-    return agreement, float(np.abs(after.astype(np.float64) - before).max(initial=0.0))
+    return agreement, float(np.abs(after - before).max(initial=0.0)), float(np.mean((after - before) ** 2))
 
 
 def _blocking(result: LintResult) -> str | None:
@@ -52,16 +74,48 @@ def _blocking(result: LintResult) -> str | None:
     return f"pruning cannot fix {d.code} at {d.place or 'the model'}: {d.message}{more}"
 
 
+def _advice(e: LayerEdit, n_max: int) -> str:
+    from fhe_lint.analysis.advice import bit_advice
+
+    la = e.layer
+    return bit_advice(la, n_max).text(la.layer.weight.bits, la.layer.input.bits)
+
+
+def _try(result: LintResult, strategy: str, edits: list[LayerEdit], data: np.ndarray | None) -> _Candidate:
+    s, graph = result.analysis.settings, result.analysis.graph
+    for e in edits:
+        if e.fraction > s.max_prune:
+            return _Candidate(strategy, edits, f"fixing {e.layer.name} would prune {e.fraction:.0%} of its weights "
+                                               f"(more than --max-prune {s.max_prune:.0%}); lower its bit-widths "
+                                               f"instead: {_advice(e, s.n_max)}")
+    if data is None:
+        for e in edits:
+            lost = 100 * damage(e)
+            if lost > s.max_damage:
+                return _Candidate(strategy, edits, (
+                    f"{strategy} would change {lost:.1f} % of {e.layer.name}'s weight energy (more than "
+                    f"--max-damage {s.max_damage:g} %) with no data to measure what that costs; give "
+                    f"--calibration DATA.npy to measure it and compensate, or lower its bit-widths: "
+                    f"{_advice(e, s.n_max)}"))
+    fixed, touched = apply(graph, edits)
+    after = lint_model(fixed, result.path, s, graph.data)
+    if after.fails(s.strict):
+        left = next(d for d in after.diagnostics if d.fails(s.strict))
+        return _Candidate(strategy, edits, f"the {strategy} fix would still fail: {left.code} at "
+                                           f"{left.place or 'the model'}: {left.message}")
+    measured = impact(graph, after.analysis.graph, data) if data is not None else None
+    return _Candidate(strategy, edits, None, after, fixed, touched, measured)
+
+
 def fix_model(result: LintResult, data: np.ndarray | None = None) -> FixOutcome:
     s = result.analysis.settings
     before = neuron_bits(result)
-
-    def refuse(pruned: dict[str, int], reason: str, *impact: float) -> FixOutcome:
-        return FixOutcome(result, FixSummary(pruned, reason, None, before, *impact))
-
     blocked = _blocking(result)
     if blocked is not None:
-        return refuse({}, blocked)
+        return FixOutcome(result, FixSummary({}, blocked, None, before))
+    strategy = s.fix_strategy or ("auto" if data is not None else "prune")
+    if data is None and strategy in ("compensate", "auto"):
+        raise FixError(f"--fix-strategy {strategy} needs --calibration data")
     activity = None
     if s.fix_order == "activation":
         if data is None:
@@ -69,29 +123,26 @@ def fix_model(result: LintResult, data: np.ndarray | None = None) -> FixOutcome:
         from fhe_lint.analysis.calibration import tap_activity
 
         activity = tap_activity(result.analysis, data)
+    wanted = requirements(result.diagnostics, s.strict)
     prunes = plan(result.analysis, result.diagnostics, activity)
-    pruned = {p.layer.name: p.pruned for p in prunes}
     if not prunes:
         return FixOutcome(result, FixSummary({}, bits_before=before))
-    for p in prunes:
-        if p.fraction > s.max_prune:
-            from fhe_lint.analysis.advice import bit_advice
-
-            advice = bit_advice(p.layer, s.n_max).text(p.layer.layer.weight.bits, p.layer.layer.input.bits)
-            return refuse(pruned, f"fixing {p.layer.name} would prune {p.fraction:.0%} of its weights "
-                                  f"(more than --max-prune {s.max_prune:.0%}); lower its bit-widths instead: {advice}")
-    graph = result.analysis.graph
-    fixed, touched = apply(graph, prunes)
-    after = lint_model(fixed, result.path, s, graph.data)
-    if after.fails(s.strict):
-        left = next(d for d in after.diagnostics if d.fails(s.strict))
-        return refuse(pruned, f"the pruned model would still fail: {left.code} at {left.place or 'the model'}: "
-                              f"{left.message}")
-    if data is None:
-        return FixOutcome(after, FixSummary(pruned, bits_before=before), fixed, touched)
-    agreement, change = impact(graph, after.analysis.graph, data)
-    drop = 100 * (1 - agreement)
-    if s.max_agreement_drop is not None and drop > s.max_agreement_drop:
-        return refuse(pruned, f"the fix changes {drop:.2f} % of predictions on the calibration data "
-                              f"(more than --max-agreement-drop {s.max_agreement_drop:g} %)", agreement, change)
-    return FixOutcome(after, FixSummary(pruned, None, None, before, agreement, change), fixed, touched)
+    makers = {
+        "prune": lambda: prunes,
+        "compensate": lambda: strategies.compensate(result.analysis, wanted, prunes, data),
+        "bits": lambda: strategies.narrow(result.analysis, wanted, prunes, data),
+    }
+    tried = [_try(result, name, makers[name](), data) for name in (makers if strategy == "auto" else [strategy])]
+    fitting = [c for c in tried if c.refused is None]
+    if not fitting:
+        refused = tried[0] if strategy != "auto" else tried[-1]
+        return FixOutcome(result, refused.summary(before))
+    # most predictions kept; a tie keeps the strategy that changes the model least (the first)
+    best = max(fitting, key=lambda c: c.impact[0] if c.impact else 0.0)
+    if best.impact is not None and s.max_agreement_drop is not None:
+        drop = 100 * (1 - best.impact[0])
+        if drop > s.max_agreement_drop:
+            return FixOutcome(result, _Candidate(best.strategy, best.edits, (
+                f"the fix changes {drop:.2f} % of predictions on the calibration data (more than "
+                f"--max-agreement-drop {s.max_agreement_drop:g} %)"), impact=best.impact).summary(before))
+    return FixOutcome(best.after, best.summary(before), best.model, best.touched)

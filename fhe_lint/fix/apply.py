@@ -54,16 +54,39 @@ def weight_quantizer(e: LayerEdit) -> Quantizer:
     return replace(q, scale=qe.scale.astype(np.float64), range=grid, bits=qe.bits or q.bits)
 
 
+def _at(q: Quantizer, shape: tuple[int, ...], index: np.ndarray) -> Quantizer:
+    """The quantizer as it applies to some flat positions of its input alone (scalars stay scalars)."""
+    params = [v.reshape(()) if v.size == 1 else np.broadcast_to(v, shape)[np.unravel_index(index, shape)]
+              for v in (q.scale, q.zero_point)]
+    return replace(q, scale=params[0], zero_point=params[1])
+
+
+def damage(e: LayerEdit) -> float:
+    """Share of the layer's weight energy (sum of squared real weights) the edit changes: what a
+    fix costs when there is no data to measure it on."""
+    weight = e.layer.layer.weight
+    source, q = weight.source_values, weight.quantizer
+    flat = source.reshape(-1)
+
+    def real(quantizer: Quantizer, index: np.ndarray, levels: np.ndarray | None = None) -> np.ndarray:
+        at = _at(quantizer, source.shape, index)
+        return (at.levels(flat[index]) if levels is None else levels) * at.scale
+
+    step = 1 << 20
+    total = sum(float(np.square(real(q, np.arange(i, min(i + step, flat.size)))).sum())
+                for i in range(0, flat.size, step))
+    new = np.zeros(e.source_index.size) if e.levels is None else real(weight_quantizer(e), e.source_index, e.levels)
+    return float(np.square(new - real(q, e.source_index)).sum()) / max(total, 1e-300)
+
+
 def _edited_weights(graph: Graph, e: LayerEdit) -> np.ndarray:
     weight = e.layer.layer.weight
     w = graph.const(weight.source).copy()
     flat, q = w.reshape(-1), weight_quantizer(e)
     # the quantizer as it applies to the edited positions alone: only those are set and checked
-    params = [v.reshape(()) if v.size == 1 else np.broadcast_to(v, w.shape)[np.unravel_index(e.source_index, w.shape)]
-              for v in (q.scale, q.zero_point)]
-    at = replace(q, scale=params[0], zero_point=params[1])
+    at = _at(q, w.shape, e.source_index)
     if e.levels is None:  # one value (and one check) when the parameters are scalars
-        values = at.pruned_values(np.broadcast_shapes(*(v.shape for v in params)))
+        values = at.pruned_values(np.broadcast_shapes(np.shape(at.scale), np.shape(at.zero_point)))
         wanted = np.zeros(values.shape, dtype=np.int64)
     else:
         values = e.levels + at.zero_point if q.integer_source else e.levels * at.scale
@@ -86,15 +109,16 @@ def apply(graph: Graph, edits: list[LayerEdit]) -> tuple[ModelProto, frozenset[s
     touched = set()
     for e in edits:
         la, weight = e.layer, e.layer.layer.weight
-        values = _edited_weights(graph, e)
-        original = graph.const_proto(weight.source)
         path = [g.node[index[id(n)]] for n in weight.path]
-        if not _is_shared(graph, la):
-            inits[weight.source].CopyFrom(_tensor(values, weight.source, original))
+        if e.source_index.size == 0:
+            pass  # no weight changes: only a quantizer or a bias does
+        elif not _is_shared(graph, la):
+            values = _edited_weights(graph, e)
+            inits[weight.source].CopyFrom(_tensor(values, weight.source, graph.const_proto(weight.source)))
             touched.add(weight.source)
         else:  # clone initializer and weight path for this layer alone, then rewire the layer
             tensor = names.new(weight.source, "pruned")
-            g.initializer.append(_tensor(values, tensor, original))
+            g.initializer.append(_tensor(_edited_weights(graph, e), tensor, graph.const_proto(weight.source)))
             clones = []
             for node in weight.path:
                 clone = NodeProto()

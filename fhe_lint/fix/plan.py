@@ -30,6 +30,16 @@ def requirements(diagnostics: Iterable[Diagnostic], strict: bool) -> dict[str, d
     return out
 
 
+def needs(neurons: int, wanted: dict[int, Requirement]) -> tuple[np.ndarray, np.ndarray]:
+    """Per neuron, the accumulator bits and the non-zero count it must come within (-1: none)."""
+    bits = np.full(neurons, -1, dtype=np.int64)
+    limit = np.full(neurons, -1, dtype=np.int64)
+    for k, req in wanted.items():
+        bits[k] = -1 if req.accumulator_bits is None else req.accumulator_bits
+        limit[k] = -1 if req.nonzero is None else req.nonzero
+    return bits, limit
+
+
 @dataclass(frozen=True)
 class _Taps:
     """One pruning problem: rows of taps (``(neurons, taps)`` arrays) with their worst case."""
@@ -55,11 +65,7 @@ def plan_layer(la: LayerAnalysis, wanted: dict[int, Requirement],
         return None
     weight, b = la.layer.weight, la.bounds
     n = weight.d.shape[0]
-    bits = np.full(n, -1, dtype=np.int64)
-    limit = np.full(n, -1, dtype=np.int64)
-    for k, req in wanted.items():
-        bits[k] = -1 if req.accumulator_bits is None else req.accumulator_bits
-        limit[k] = -1 if req.nonzero is None else req.nonzero
+    bits, limit = needs(n, wanted)
     magnitude = weight.magnitude()
     index = np.ascontiguousarray(weight.source_index())
     x = tap_range(la.layer)

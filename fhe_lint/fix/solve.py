@@ -48,11 +48,12 @@ class Problem:
         return s * s * np.einsum("nk,nk->n", q @ self.H, q) - 2 * s * np.einsum("nk,nk->n", q, self.c)
 
 
-def moments(x_new: np.ndarray, x_old: np.ndarray, w: np.ndarray, damping: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
-    """``H`` and ``c`` of :class:`Problem` from centred inputs (the bias absorbs the means) for
-    real weights ``w`` (n, K). Damping pulls toward ``w`` where the data says nothing (a pixel
-    that is always 0), instead of toward 0."""
-    a, b = x_new - x_new.mean(axis=0), x_old - x_old.mean(axis=0)
+def moments(x_new: np.ndarray, x_old: np.ndarray, w: np.ndarray, centred: bool,
+            damping: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+    """``H`` and ``c`` of :class:`Problem` for real weights ``w`` (n, K), from centred inputs when
+    a corrected bias absorbs the means. Damping pulls toward ``w`` where the data says nothing
+    (a pixel that is always 0), instead of toward 0."""
+    a, b = (x_new - x_new.mean(axis=0), x_old - x_old.mean(axis=0)) if centred else (x_new, x_old)
     H = a.T @ a / len(a)
     lam = damping * float(np.mean(np.diag(H))) + 1e-12
     H[np.diag_indices_from(H)] += lam

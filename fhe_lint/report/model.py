@@ -27,6 +27,8 @@ class FixSummary:
     bits_before: dict[str, tuple[int, ...]] | None = None  # per-neuron bits of the unfixed model
     agreement: float | None = None  # with calibration data: predictions unchanged by the fix
     max_abs_change: float | None = None
+    strategy: str | None = None  # the strategy whose fix this is (or that was refused)
+    layers: dict[str, dict] | None = None  # node -> what changed there (LayerEdit.as_json)
 
 
 @dataclass(frozen=True)

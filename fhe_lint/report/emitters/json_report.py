@@ -18,7 +18,8 @@ def _file_json(r: FileReport) -> dict[str, Any]:
         out["confirm_network"] = r.confirm_network
     if r.fix is not None:
         out["fix"] = {"pruned": r.fix.pruned, "written": r.fix.written, "refused": r.fix.refused,
-                      "agreement": r.fix.agreement, "max_abs_change": r.fix.max_abs_change}
+                      "agreement": r.fix.agreement, "max_abs_change": r.fix.max_abs_change,
+                      "strategy": r.fix.strategy, "layers": r.fix.layers or {}}
     return out
 
 

@@ -27,11 +27,26 @@ def fix_lines(r: FileReport) -> list[str]:
     if not f.pruned:
         target = f", copied unchanged to {f.written}" if f.written and f.written != str(r.path) else ""
         return [f"{r.path}: nothing to fix{target}"]
-    detail = ", ".join(f"{node}: {n}" for node, n in f.pruned.items())
     cost = "" if f.agreement is None else (
         f"; on the calibration data {100 * f.agreement:.2f} % of predictions unchanged, "
         f"max output change {f.max_abs_change:.4g}")
-    return [f"{r.path}: fixed, pruned {sum(f.pruned.values())} weights ({detail}){cost}; wrote {f.written}"]
+    if f.strategy in (None, "prune"):
+        detail = ", ".join(f"{node}: {n}" for node, n in f.pruned.items())
+        return [f"{r.path}: fixed, pruned {sum(f.pruned.values())} weights ({detail}){cost}; wrote {f.written}"]
+    return [f"{r.path}: fixed ({f.strategy}){cost}; wrote {f.written}"] + [
+        f"{r.path}:{node}: {_change(c)}" for node, c in (f.layers or {}).items()]
+
+
+def _change(c: dict) -> str:
+    """One layer's change in words: bit-widths first (they change the most), then weights."""
+    parts = [f"{what} {c[key][0]} -> {c[key][1]} bits" for key, what in (("weight_bits", "weights"),
+                                                                        ("input_bits", "inputs")) if key in c]
+    if "input_bits" in c:
+        parts[-1] += f" (its quantizer {c['input_quantizer']} feeds every consumer of that tensor)"
+    parts.append(f"{c['pruned']} weights pruned, {c['moved']} moved")
+    if c.get("bias_corrected"):
+        parts.append("bias corrected")
+    return f"{c['strategy']}: " + ", ".join(parts)
 
 
 def layer_table(r: FileReport) -> str:

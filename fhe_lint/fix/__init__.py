@@ -127,12 +127,16 @@ def fix_model(result: LintResult, data: np.ndarray | None = None) -> FixOutcome:
     prunes = plan(result.analysis, result.diagnostics, activity)
     if not prunes:
         return FixOutcome(result, FixSummary({}, bits_before=before))
+    # each strategy's candidates, the one changing the model least first: a tie keeps it. Fewer
+    # bits are tried with plain rounding too (with data): on few samples compensation can overfit.
     makers = {
-        "prune": lambda: prunes,
-        "compensate": lambda: strategies.compensate(result.analysis, wanted, prunes, data),
-        "bits": lambda: strategies.narrow(result.analysis, wanted, prunes, data),
+        "prune": lambda: [prunes],
+        "compensate": lambda: [strategies.compensate(result.analysis, wanted, prunes, data)],
+        "bits": lambda: [strategies.narrow(result.analysis, wanted, prunes, None)] + (
+            [strategies.narrow(result.analysis, wanted, prunes, data)] if data is not None else []),
     }
-    tried = [_try(result, name, makers[name](), data) for name in (makers if strategy == "auto" else [strategy])]
+    tried = [_try(result, name, edits, data) for name in (makers if strategy == "auto" else [strategy])
+             for edits in makers[name]()]
     fitting = [c for c in tried if c.refused is None]
     if not fitting:
         refused = tried[0] if strategy != "auto" else tried[-1]

@@ -127,3 +127,32 @@ def test_compensated_weights_beat_l1_pruning_on_the_data_and_fit(case):
     # the solver minimises the error plus a damping of lam * |w - d|^2, so that is the exact guarantee
     lam = 1e-3 * np.mean(np.diag(x.T @ x)) + 1e-12 * len(x)
     assert (error(q) <= error(l1) + lam * ((l1 - d) ** 2).sum(axis=1) + 1e-9).all()
+
+
+def test_narrowing_an_input_regrids_the_quantizer_that_produces_it():
+    """The input side of `bits`: the activation Quant gets the advised bit-width and a scale that
+    keeps its largest value; the layer then fits with its weights unchanged."""
+    from pathlib import Path
+
+    from fhe_lint.analysis.advice import bit_advice
+    from fhe_lint.fix.apply import apply
+    from fhe_lint.fix.strategies import _narrowed
+    from fhe_lint.linter import lint_model
+    from fhe_lint.settings import Settings
+
+    src = FIXTURES / "mlp_w7a7_overflow.onnx"
+    result = lint_model(onnx.load(src), Path(src), Settings(select=frozenset({"FHE001"})))
+    la = next(la for la in result.analysis.layers if la.name == "/seq/seq.3/Gemm")
+    bits = bit_advice(la, 16).max_input_bits
+    edit = _narrowed(result.analysis, la, [], None, input=bits)
+    assert edit.input_quantizer.bits == bits < 7 and edit.source_index.size == 0
+    fixed, _ = apply(result.analysis.graph, [edit])
+    after = lint_model(fixed, Path(src), Settings(select=frozenset({"FHE001"})))
+    layer = next(la for la in after.analysis.layers if la.name == "/seq/seq.3/Gemm")
+    assert layer.layer.input.bits == bits and int(layer.bounds.bits.max()) <= 16
+    quant = next(n for n in fixed.graph.node if n.name == "/seq/seq.2/act_quant/export_handler/Quant")
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in fixed.graph.initializer}
+    old_scale = float(onnx.numpy_helper.to_array(next(t for t in onnx.load(src).graph.initializer
+                                                      if t.name == "/seq/seq.2/act_quant/export_handler/Constant_output_0")))
+    assert float(inits[quant.input[3]]) == bits
+    assert float(inits[quant.input[1]]) * (2**bits - 1) == pytest.approx(old_scale * 127, rel=1e-6)

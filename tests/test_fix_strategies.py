@@ -156,3 +156,20 @@ def test_narrowing_an_input_regrids_the_quantizer_that_produces_it():
                                                       if t.name == "/seq/seq.2/act_quant/export_handler/Constant_output_0")))
     assert float(inits[quant.input[3]]) == bits
     assert float(inits[quant.input[1]]) * (2**bits - 1) == pytest.approx(old_scale * 127, rel=1e-6)
+
+
+def test_a_fix_without_data_never_imports_the_onnx_package(tmp_path):
+    """Only running a model needs onnx's Python evaluator; pruning (and the strategies' modules)
+    must not pull it in at import."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pathlib import Path; from fhe_lint.runner import run_file;"
+        "from fhe_lint.settings import Settings;"
+        f"r = run_file(Path({str(FIXTURES / 'mlp_w6a6_unsigned_in.onnx')!r}), Settings(), fix=True,"
+        f" output=Path({str(tmp_path / 'f.onnx')!r}));"
+        "print(r.fix.written is not None, 'onnx' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "False"]

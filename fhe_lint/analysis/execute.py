@@ -4,11 +4,11 @@ and for measuring what a fix changes. Only used when the user gives data: lintin
 from __future__ import annotations
 
 import numpy as np
-import onnx
 
 from fhe_lint.errors import FheLintError
 from fhe_lint.formats.ops import QONNX_DOMAINS
 from fhe_lint.formats.quantizer import ROUNDING, integer_range
+from fhe_lint.io.onnx_proto import ModelProto
 
 
 def _quant_ops() -> list[type]:
@@ -28,8 +28,9 @@ def _quant_ops() -> list[type]:
             for domain in sorted(QONNX_DOMAINS) for op, fn in (("Quant", quant), ("BipolarQuant", bipolar))]
 
 
-def evaluate(model: onnx.ModelProto, data: np.ndarray, names: list[str]) -> list[np.ndarray]:
+def evaluate(model: ModelProto, data: np.ndarray, names: list[str]) -> list[np.ndarray]:
     """Values of the tensors ``names`` when the model's first input is ``data`` (a batch)."""
+    import onnx  # the evaluator is onnx's: imported only when a model is run
     from onnx.reference import ReferenceEvaluator
 
     inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]

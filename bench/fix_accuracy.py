@@ -5,18 +5,15 @@
 Accuracy is on all 1,797 labelled digits (tests/fixtures/brevitas/digits.npz), each model run
 by onnx's reference evaluator with QONNX quantizers; the calibration data is the fixture's own
 ``.calib.npy`` (300 digits). Each fix runs as ``fhe-lint MODEL --fix -o OUT`` in a fresh
-process, timed from outside, with its peak RSS from ``wait4``.
+process, measured as bench/run.py measures every command (wall time, the process's own peak RSS).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +21,7 @@ import onnx
 from tabulate import tabulate
 
 from fhe_lint.analysis.execute import evaluate
+from run import measure  # bench/run.py: one way to time a command and read its peak RSS
 
 HERE = Path(__file__).resolve().parent
 RUNS = [("prune", False), ("bits", False), ("prune", True), ("compensate", True), ("bits", True), ("auto", True)]
@@ -52,7 +50,7 @@ def main() -> None:
                         "--fix-strategy", strategy, "--max-prune", "100"]
                 if with_data:
                     args += ["--calibration", str(a.fixtures / f"{name}.calib.npy")]
-                fix, seconds, _ = _timed(args)
+                fix, seconds, rss = _timed(args, Path(tmp) / "report.json")
                 changed = fix["layers"] or {}
                 bits = ", ".join(f"{c['weight_bits'][0]}->{c['weight_bits'][1]}" for c in changed.values()
                                  if "weight_bits" in c)
@@ -60,18 +58,16 @@ def main() -> None:
                              "refused" if fix["refused"] else f"{accuracy(out, digits):.2f}",
                              fix.get("strategy") if strategy == "auto" else "",
                              sum(c["pruned"] for c in changed.values()), sum(c["moved"] for c in changed.values()),
-                             bits, f"{seconds:.1f}"])
+                             bits, f"{seconds:.1f}", rss // 2**20])
     print(tabulate(rows, headers=["fixture", "strategy", "before %", "after %", "auto chose", "pruned",
-                                  "moved", "weight bits", "fix s"], tablefmt="github"))
+                                  "moved", "weight bits", "fix s", "peak MiB"], tablefmt="github"))
 
 
-def _timed(args: list[str]) -> tuple[dict, float, int]:
-    start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "fhe_lint", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    out = proc.stdout.read()
-    return json.loads(out)["files"][0]["fix"], time.perf_counter() - start, usage.ru_maxrss
 
+def _timed(args: list[str], report: Path) -> tuple[dict, float, int]:
+    """The fix's JSON report, its wall seconds and its peak RSS in bytes."""
+    ((seconds, rss),) = measure([sys.executable, "-m", "fhe_lint", *args, "--output-file", str(report)], repeat=1)
+    return json.loads(report.read_text())["files"][0]["fix"], seconds, rss
 
 if __name__ == "__main__":
     main()

@@ -17,7 +17,7 @@ import click
 from fhe_lint import __version__
 from fhe_lint.report.emitters import FORMATS
 from fhe_lint.errors import FheLintError
-from fhe_lint.settings import Settings
+from fhe_lint.settings import FIX_STRATEGIES, Settings
 
 if TYPE_CHECKING:
     from fhe_lint.report.model import FileReport
@@ -108,7 +108,7 @@ def main() -> None:
 @click.option("--calibration", type=click.Path(exists=True, dir_okay=False), metavar="DATA.npy",
               help="Model inputs (.npy, or .npz): report the accumulator range they reach next to the "
                    "worst case, and, with --fix, how many predictions the fix changes.")
-@click.option("--fix-strategy", type=click.Choice(["prune", "compensate", "bits", "auto"]),
+@click.option("--fix-strategy", type=click.Choice(FIX_STRATEGIES),
               help="With --fix: prune the smallest weights (default without --calibration); compensate "
                    "(re-solve the kept weights on the data); bits (fewer weight or input bits where the "
                    "advice says); auto (default with --calibration: try all, keep the one whose "

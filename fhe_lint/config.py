@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fhe_lint.errors import FheLintError
-from fhe_lint.settings import Settings
+from fhe_lint.settings import FIX_STRATEGIES, Settings
 
 if TYPE_CHECKING:
     import onnx
@@ -115,7 +115,7 @@ KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "weight-bits": ("weight_bits", _positive_int(1, 32)),
     "input-bits": ("input_bits", _positive_int(1, 32)),
     "per-node-ignores": ("node_ignores", _node_ignores),
-    "fix-strategy": ("fix_strategy", _choice("prune", "compensate", "bits", "auto")),
+    "fix-strategy": ("fix_strategy", _choice(*FIX_STRATEGIES)),
     "max-damage": ("max_damage", _number(0, 100)),
     "calibration": ("calibration", _path),  # relative to the config file: made absolute in _apply
 }

@@ -6,6 +6,9 @@ import fnmatch
 from dataclasses import dataclass, field
 
 
+FIX_STRATEGIES = ("prune", "compensate", "bits", "auto")
+
+
 @dataclass(frozen=True)
 class Settings:
     n_max: int = 16

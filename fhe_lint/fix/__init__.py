@@ -15,15 +15,12 @@ import numpy as np
 from fhe_lint.errors import FixError
 from fhe_lint.fix import strategies
 from fhe_lint.fix.apply import apply, damage
+from fhe_lint.fix.compensate import compare, first_output
 from fhe_lint.fix.edits import LayerEdit
 from fhe_lint.fix.plan import plan, requirements
-from fhe_lint.formats.graph import Graph
 from fhe_lint.io.onnx_proto import ModelProto
 from fhe_lint.linter import LintResult, lint_model
 from fhe_lint.report.model import FixSummary, neuron_bits
-
-STRATEGIES = ("prune", "compensate", "bits", "auto")
-
 
 @dataclass(frozen=True)
 class FixOutcome:
@@ -52,18 +49,6 @@ class _Candidate:
                           agreement, change, self.strategy, {e.layer.name: e.as_json() for e in self.edits})
 
 
-def impact(model: Graph, fixed: Graph, data: np.ndarray) -> tuple[float, float, float]:
-    """Prediction agreement (argmax of the first output), the largest and the mean squared
-    output change."""
-    from fhe_lint.analysis.execute import evaluate
-
-    name = model.model.graph.output[0].name
-    (before,), (after,) = evaluate(model.standalone(), data, [name]), evaluate(fixed.standalone(), data, [name])
-    before, after = before.reshape(len(data), -1).astype(np.float64), after.reshape(len(data), -1).astype(np.float64)
-    agreement = float(np.mean(before.argmax(axis=1) == after.argmax(axis=1)))
-    return agreement, float(np.abs(after - before).max(initial=0.0)), float(np.mean((after - before) ** 2))
-
-
 def _blocking(result: LintResult) -> str | None:
     """Why no pruning can make this model pass: a failing finding that carries no fix."""
     blocked = [d for d in result.diagnostics if d.fails(result.analysis.settings.strict) and d.fix is None]
@@ -81,7 +66,10 @@ def _advice(e: LayerEdit, n_max: int) -> str:
     return bit_advice(la, n_max).text(la.layer.weight.bits, la.layer.input.bits)
 
 
-def _try(result: LintResult, strategy: str, edits: list[LayerEdit], data: np.ndarray | None) -> _Candidate:
+def _try(result: LintResult, strategy: str, edits: list[LayerEdit], data: np.ndarray | None,
+         reference: np.ndarray | None) -> _Candidate:
+    """One strategy's edits judged: refused past the caps, re-linted, and with data compared with
+    the original model's ``reference`` output."""
     s, graph = result.analysis.settings, result.analysis.graph
     for e in edits:
         if e.fraction > s.max_prune:
@@ -103,7 +91,7 @@ def _try(result: LintResult, strategy: str, edits: list[LayerEdit], data: np.nda
         left = next(d for d in after.diagnostics if d.fails(s.strict))
         return _Candidate(strategy, edits, f"the {strategy} fix would still fail: {left.code} at "
                                            f"{left.place or 'the model'}: {left.message}")
-    measured = impact(graph, after.analysis.graph, data) if data is not None else None
+    measured = compare(reference, first_output(graph, fixed, data)) if data is not None else None
     return _Candidate(strategy, edits, None, after, fixed, touched, measured)
 
 
@@ -135,7 +123,8 @@ def fix_model(result: LintResult, data: np.ndarray | None = None) -> FixOutcome:
         "bits": lambda: [strategies.narrow(result.analysis, wanted, prunes, None)] + (
             [strategies.narrow(result.analysis, wanted, prunes, data)] if data is not None else []),
     }
-    tried = [_try(result, name, edits, data) for name in (makers if strategy == "auto" else [strategy])
+    reference = first_output(result.analysis.graph, result.analysis.graph.model, data) if data is not None else None
+    tried = [_try(result, name, edits, data, reference) for name in (makers if strategy == "auto" else [strategy])
              for edits in makers[name]()]
     fitting = [c for c in tried if c.refused is None]
     if not fitting:

@@ -15,12 +15,12 @@ from fhe_lint import bounds
 from fhe_lint.analysis.accumulators import LayerAnalysis
 from fhe_lint.analysis.execute import evaluate
 from fhe_lint.analysis.taps import data_input, tap_groups
-from fhe_lint.errors import UnsupportedModelError
 from fhe_lint.fix.apply import apply, bias_input
-from fhe_lint.fix.edits import LayerEdit
+from fhe_lint.fix.edits import LayerEdit, changed
 from fhe_lint.fix.solve import Problem, moments, solve
 from fhe_lint.formats.graph import Graph
 from fhe_lint.formats.quantizer import IntRange, Quantizer
+from fhe_lint.io.onnx_proto import ModelProto
 
 DATA_OPS = frozenset({"Gemm", "MatMul", "Conv"})
 
@@ -34,13 +34,34 @@ class Target:
     limit: np.ndarray
 
 
+def run(graph: Graph, model: ModelProto, data: np.ndarray, names: list[str]) -> list[np.ndarray]:
+    """Tensors ``names`` of ``model`` (a fix of ``graph``'s, its external data read the same way)."""
+    return evaluate(Graph(model, graph.data).standalone(), data, names)
+
+
+def first_output(graph: Graph, model: ModelProto, data: np.ndarray) -> np.ndarray:
+    """The model's first output on ``data``, one row per input."""
+    (out,) = run(graph, model, data, [model.graph.output[0].name])
+    return out.reshape(len(data), -1).astype(np.float64)
+
+
+def compare(before: np.ndarray, after: np.ndarray) -> tuple[float, float, float]:
+    """Prediction agreement (argmax per row), the largest and the mean squared output change."""
+    agreement = float(np.mean(before.argmax(axis=1) == after.argmax(axis=1)))
+    return agreement, float(np.abs(after - before).max(initial=0.0)), float(np.mean((after - before) ** 2))
+
+
 class Inputs:
-    """Each layer's input on the data, in the original model and in the model fixed so far."""
+    """Each layer's input on the data, and the model's output, in the original model (evaluated
+    once) and in the model fixed so far."""
 
     def __init__(self, graph: Graph, layers: list[LayerAnalysis], data: np.ndarray) -> None:
         self.graph, self.data = graph, data
         names = [data_input(la) for la in layers]
-        self.original = dict(zip(names, evaluate(graph.standalone(), data, names)))
+        output = graph.model.graph.output[0].name
+        values = evaluate(graph.standalone(), data, [*names, output])
+        self.original = dict(zip(names, values))
+        self.reference = values[-1].reshape(len(data), -1).astype(np.float64)
 
     def old(self, la: LayerAnalysis) -> np.ndarray:
         return self.original[data_input(la)]
@@ -48,24 +69,22 @@ class Inputs:
     def new(self, la: LayerAnalysis, edits: list[LayerEdit]) -> np.ndarray:
         if not edits:
             return self.old(la)
-        fixed, _ = apply(self.graph, edits)
-        return evaluate(Graph(fixed, self.graph.data).standalone(), self.data, [data_input(la)])[0]
+        return run(self.graph, apply(self.graph, edits)[0], self.data, [data_input(la)])[0]
+
+    def output_error(self, edits: list[LayerEdit]) -> float:
+        """Mean squared change of the model's output once ``edits`` are made."""
+        return compare(self.reference, first_output(self.graph, apply(self.graph, edits)[0], self.data))[2]
 
 
-def neuron_scale(la: LayerAnalysis, q: Quantizer) -> np.ndarray:
-    """One real value per level for each neuron; refused when a scale varies along a neuron's taps."""
+def neuron_grid(la: LayerAnalysis, q: Quantizer) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Per neuron, the real value of one level and the levels ``q - zp`` the quantizer's range
+    allows; None when a scale or zero-point varies along a neuron's taps (no one grid per row)."""
     weight = la.layer.weight
-    per_tap = weight.layout(np.broadcast_to(q.scale, weight.source_values.shape))
-    if not (per_tap == per_tap[:, :1]).all():
-        raise UnsupportedModelError(f"{la.name}: the weight scale varies within a neuron")
-    return per_tap[:, 0].astype(np.float64)
-
-
-def grid(la: LayerAnalysis, q: Quantizer) -> tuple[np.ndarray, np.ndarray]:
-    """Per neuron, the levels ``q - zp`` the quantizer's range allows."""
-    weight = la.layer.weight
-    zp = weight.layout(np.broadcast_to(q.zero_point, weight.source_values.shape))[:, 0].astype(np.int64)
-    return q.range.lo - zp, q.range.hi - zp
+    scale, zp = (weight.layout(np.broadcast_to(v, weight.source_values.shape)) for v in (q.scale, q.zero_point))
+    if not ((scale == scale[:, :1]).all() and (zp == zp[:, :1]).all()):
+        return None
+    zp = zp[:, 0].astype(np.int64)
+    return scale[:, 0].astype(np.float64), q.range.lo - zp, q.range.hi - zp
 
 
 def supported(la: LayerAnalysis) -> bool:
@@ -82,7 +101,7 @@ def refit(la: LayerAnalysis, rows: np.ndarray, x_old: np.ndarray, x_new: np.ndar
     ``start`` is where the search begins, ``baseline`` a solution known to fit (both full
     ``(neurons, fan_in)`` level arrays at the new ``scale``); ``x`` is what one tap reads."""
     weight = la.layer.weight
-    w_old = weight.d.astype(np.float64) * neuron_scale(la, weight.quantizer)[:, None]
+    w_old = weight.d.astype(np.float64) * neuron_grid(la, weight.quantizer)[0][:, None]
     levels = start.astype(np.int64).copy()
     keep = np.setdiff1d(np.arange(len(levels)), rows)
     levels[keep] = baseline[keep]
@@ -111,9 +130,8 @@ def edit(la: LayerAnalysis, levels: np.ndarray, delta: np.ndarray, strategy: str
          **quantizers) -> LayerEdit:
     """The edit that sets ``levels`` where they differ (all of them on a new grid)."""
     d, index = la.layer.weight.d, la.layer.weight.source_index()
-    changed = np.ones(d.shape, dtype=bool) if quantizers.get("weight_quantizer") else levels != d
-    pruned = int(np.count_nonzero((d != 0) & (levels == 0)))
-    moved = int(np.count_nonzero((levels != d) & (levels != 0)))
+    # on a new grid every float weight must be rewritten to land on its level, changed or not
+    at = np.ones(d.shape, dtype=bool) if quantizers.get("weight_quantizer") else levels != d
     has_bias = bias_input(graph, la) is not None and np.abs(delta).max(initial=0) > 0
-    return LayerEdit(la, index[changed], levels[changed], strategy, pruned, moved,
+    return LayerEdit(la, index[at], levels[at], strategy, *changed(d, levels),
                      bias_delta=delta if has_bias else None, **quantizers)

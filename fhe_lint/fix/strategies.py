@@ -12,11 +12,9 @@ import numpy as np
 
 from fhe_lint.analysis.accumulators import LayerAnalysis, ModelAnalysis, tap_range
 from fhe_lint.analysis.advice import bit_advice
-from fhe_lint.analysis.execute import evaluate
 from fhe_lint.diagnostics import Requirement
-from fhe_lint.errors import UnsupportedModelError
 from fhe_lint.fix import compensate as comp
-from fhe_lint.fix.apply import apply, bias_input, weight_quantizer
+from fhe_lint.fix.apply import bias_input, weight_quantizer
 from fhe_lint.fix.edits import LayerEdit, QuantizerEdit
 from fhe_lint.fix.plan import needs
 from fhe_lint.formats.graph import Graph, attr
@@ -44,25 +42,21 @@ def compensate(analysis: ModelAnalysis, wanted: Wanted, prunes: list[LayerEdit],
         if la.name not in wanted:
             continue
         prune = by_layer.get(la.name)
-        try:
-            if not comp.supported(la):
-                raise UnsupportedModelError(la.name)
-            q = la.layer.weight.quantizer
-            scale, (q_min, q_max) = comp.neuron_scale(la, q), comp.grid(la, q)
-        except UnsupportedModelError:
+        grid = comp.neuron_grid(la, la.layer.weight.quantizer) if comp.supported(la) else None
+        if grid is None:  # L1 pruning stays this layer's fix
             edits += [prune] if prune is not None else []
             continue
         bits, limit = needs(la.layer.neurons, wanted[la.name])
         rows = np.array(sorted(wanted[la.name]), dtype=np.int64)
         d = la.layer.weight.d.astype(np.int64)
         levels, delta = comp.refit(la, rows, inputs.old(la), inputs.new(la, edits), comp.target(la, bits, limit),
-                                   scale, q_min, q_max, d, _levels_without(la, prune),
+                                   *grid, d, _levels_without(la, prune),
                                    bias_input(analysis.graph, la) is not None, tap_range(la.layer))
         edits.append(comp.edit(la, levels, delta, "compensate", analysis.graph))
     return edits
 
 
-def _weight_option(la: LayerAnalysis, bits: int) -> QuantizerEdit | None:
+def _weight_option(graph: Graph, la: LayerAnalysis, bits: int) -> QuantizerEdit | None:
     """The weight quantizer at ``bits``, same clipping range: QONNX changes its bit-width, an
     integer (QDQ) container keeps its type and uses only the narrower symmetric levels."""
     weight, q = la.layer.weight, la.layer.weight.quantizer
@@ -75,7 +69,7 @@ def _weight_option(la: LayerAnalysis, bits: int) -> QuantizerEdit | None:
         return None
     peak = max(int(np.abs(weight.d).max(initial=0)), 1)
     top = 2 ** (bits - 1) - 1
-    scale = (q.scale * (peak / top)).astype(np.float32)
+    scale = (q.scale * (peak / top)).astype(graph.const(node.input[1]).dtype)  # as the model stores it
     return QuantizerEdit(node, scale, bits if is_qonnx_quant(node) else None, weight.bits)
 
 
@@ -91,7 +85,8 @@ def _input_option(graph: Graph, la: LayerAnalysis, bits: int) -> QuantizerEdit |
     old, new = integer_range(x.bits, signed, narrow), integer_range(bits, signed, narrow)
     if new.hi <= 0:
         return None
-    scale = np.asarray(graph.const(node.input[1]), dtype=np.float32) * np.float32(old.hi / new.hi)
+    stored = graph.const(node.input[1])
+    scale = (stored.astype(np.float64) * (old.hi / new.hi)).astype(stored.dtype)
     return QuantizerEdit(node, scale, bits, x.bits)
 
 
@@ -117,26 +112,25 @@ def narrow(analysis: ModelAnalysis, wanted: Wanted, prunes: list[LayerEdit], dat
         if inputs is None or len(options) == 1:
             edits.append(options[0])
             continue
-        edits.append(min(options, key=lambda e: _output_error(graph, [*edits, e], data)))
+        edits.append(min(options, key=lambda e: inputs.output_error([*edits, e])))
     return edits
 
 
 def _narrowed(analysis: ModelAnalysis, la: LayerAnalysis, earlier: list[LayerEdit], inputs: comp.Inputs | None,
               weight: int | None = None, input: int | None = None) -> LayerEdit | None:
     graph = analysis.graph
-    qe = _weight_option(la, weight) if weight else _input_option(graph, la, input) if input else None
+    qe = _weight_option(graph, la, weight) if weight else _input_option(graph, la, input) if input else None
     if qe is None:
         return None
     kind = {"weight_quantizer": qe} if weight else {"input_quantizer": qe}
     probe = LayerEdit(la, np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.int64), "bits", **kind)
     q = weight_quantizer(probe)
-    try:
-        scale, (q_min, q_max) = comp.neuron_scale(la, q), comp.grid(la, q)
-    except UnsupportedModelError:
+    w, grid = la.layer.weight, comp.neuron_grid(la, q)
+    if grid is None:
         return None
-    w = la.layer.weight
+    scale, q_min, q_max = grid
     if q.integer_source:  # the container holds the old levels: re-round them onto the new grid
-        old = comp.neuron_scale(la, w.quantizer)
+        old = comp.neuron_grid(la, w.quantizer)[0]
         start = np.clip(np.round(w.d * (old / scale)[:, None]), q_min[:, None], q_max[:, None]).astype(np.int64)
     else:  # what the quantizer itself makes of the float weights at its new grid
         start = w.layout(q.levels(w.source_values)).astype(np.int64)
@@ -156,11 +150,4 @@ def _narrowed(analysis: ModelAnalysis, la: LayerAnalysis, earlier: list[LayerEdi
     levels, delta = comp.refit(la, rows, inputs.old(la), x_new, target, scale, q_min, q_max, start, start,
                                bias_input(graph, la) is not None, taps)
     return comp.edit(la, levels, delta, "bits", graph, **kind)
-
-
-def _output_error(graph: Graph, edits: list[LayerEdit], data: np.ndarray) -> float:
-    name = graph.model.graph.output[0].name
-    fixed, _ = apply(graph, edits)
-    (before,), (after,) = evaluate(graph.standalone(), data, [name]), evaluate(Graph(fixed, graph.data).standalone(), data, [name])
-    return float(np.mean((after.astype(np.float64) - before) ** 2))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,7 +35,7 @@ class _DefaultCheckGroup(click.Group):
     """``fhe-lint MODEL...`` means ``fhe-lint check MODEL...``, as the main job should be short."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version", "-V"):
             args = ["check", *args]
         return super().parse_args(ctx, args)
 
@@ -63,14 +64,16 @@ def _codes(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -
 @click.group(cls=_DefaultCheckGroup, context_settings={"help_option_names": ["-h", "--help"]},
              epilog="Options of the lint itself: fhe-lint check --help. Exit codes: 0 clean or warnings "
                     "only, 1 errors (or any finding with --strict), 2 usage error or unreadable model.")
-@click.version_option(__version__, prog_name="fhe-lint")
+@click.version_option(__version__, "-V", "--version", prog_name="fhe-lint")
 def main() -> None:
     """Check that quantized ONNX models fit Concrete ML's 16-bit accumulators, and fix them.
 
     \b
       fhe-lint model.onnx                  lint (same as: fhe-lint check model.onnx)
+      fhe-lint models/                     every .onnx under a directory
       fhe-lint model.onnx --layers         per-layer table with headroom
-      fhe-lint model.onnx --fix -o out.onnx   prune the violating neurons
+      fhe-lint model.onnx --per-neuron     one line per neuron instead of per layer
+      fhe-lint model.onnx --fix -o out.onnx   change the violating layers until they fit
       fhe-lint rule FHE001                 explain a rule
     """
 
@@ -78,23 +81,37 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--n-max", type=click.IntRange(1, 64), default=16, show_default=True,
               help="Largest accumulator bit-width Concrete can look up.")
 @click.option("--multiplier", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="FHE002 keeps floor(Omega x multiplier) non-zero weights per neuron.")
 @click.option("--strict", is_flag=True, help="Warnings fail the run (exit 1); --fix also enforces FHE002.")
 @click.option("--select", multiple=True, callback=_codes, metavar="CODES",
-              help="Only these rule codes (comma-separated, repeatable).")
+              help="Only these rules: codes, prefixes (FHE00) or ALL, comma-separated; replaces the config's list.")
 @click.option("--ignore", multiple=True, callback=_codes, metavar="CODES",
-              help="Skip these rule codes (comma-separated, repeatable).")
+              help="Skip these rules (codes, prefixes); replaces the config's list.")
+@click.option("--extend-select", multiple=True, callback=_codes, metavar="CODES",
+              help="Add these rules to the selection (the config's or --select's).")
+@click.option("--extend-ignore", multiple=True, callback=_codes, metavar="CODES",
+              help="Skip these rules too, keeping the config's ignore list.")
+@click.option("--model-suppressions/--no-model-suppressions", default=True,
+              help="Honour the fhe-lint:ignore entries a model carries in its metadata (default); CI can refuse "
+                   "them, so that a binary file cannot hide its own overflow.")
+@click.option("--exclude", multiple=True, metavar="GLOB",
+              help="Skip these paths when walking a directory (on top of the config's exclude).")
 @click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="text", show_default=True,
               help="text for people; json (versioned report), sarif (code scanning), github "
                    "(workflow annotations), junit (CI dashboards).")
 @click.option("--output-file", type=click.Path(path_type=Path, dir_okay=False),
               help="Write the report there instead of standard output.")
 @click.option("--layers", is_flag=True, help="Also print a table of every linear layer (text format).")
+@click.option("--per-neuron", is_flag=True,
+              help="One line per neuron (text, github) instead of one per layer and rule.")
+@click.option("--statistics", is_flag=True, help="Count findings per rule instead of listing them.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only findings, no summary.")
+@click.option("--exit-zero", is_flag=True,
+              help="Exit 0 even when findings fail the check (2 still means the tool could not do its job).")
 @click.option("--weight-bits", type=click.IntRange(1, 32), metavar="N",
               help="Float models: quantize unquantized weights as Concrete ML's post-training "
                    "quantization does (symmetric, per tensor, N bits).")
@@ -130,58 +147,91 @@ def main() -> None:
 @click.option("--plot", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
               help="Draw per-layer and per-neuron accumulator bits against n_max (before and after "
                    "--fix) to FILE.png, .svg or a self-contained .html (needs fhe-lint[plot]).")
+@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
+              help="Use this fhe-lint.toml or pyproject.toml for every model instead of the nearest one.")
 @click.option("--isolated", is_flag=True, help="Ignore configuration files.")
 @click.option("--show-settings", is_flag=True, help="Print the settings resolved for each file, and exit.")
 @click.pass_context
-def check(ctx: click.Context, files: tuple[Path, ...], fmt: str, output_file: Path | None, layers: bool,
-          quiet: bool, fix: bool, output: Path | None, jobs: int, plot: Path | None, isolated: bool,
-          show_settings: bool, **options: object) -> None:
+def check(ctx: click.Context, paths: tuple[Path, ...], fmt: str, output_file: Path | None, layers: bool,
+          per_neuron: bool, statistics: bool, quiet: bool, exit_zero: bool, fix: bool, output: Path | None,
+          jobs: int, plot: Path | None, config_file: Path | None, isolated: bool, show_settings: bool,
+          **options: object) -> None:
     """Lint quantized ONNX models for FHE accumulator overflow (QONNX, QDQ, QOperator, float).
 
+    PATHS are model files, directories (every .onnx under them, minus `exclude`) or globs.
     Settings come from the nearest fhe-lint.toml or [tool.fhe-lint] in pyproject.toml above each
-    model; flags given here override them.
+    model (or --config FILE); flags given here override them.
     """
     from fhe_lint import config
+    from fhe_lint.discovery import discover
     from fhe_lint.report.emitters import emitter
     from fhe_lint.runner import run_files
 
     if output is not None and not fix:
         raise click.UsageError("--output is only meaningful with --fix")
-    if output is not None and len(files) != 1:
-        raise click.UsageError("--output takes exactly one input model")
     cli = {name.replace("-", "_"): value for name, value in options.items()
            if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
-    if "max_prune" in cli:
-        cli["max_prune"] /= 100
+    if "exclude" in cli:
+        cli.pop("exclude")
     try:
-        jobs_settings = [(path, Settings(**cli) if isolated else config.resolve(path, cli)) for path in files]
+        explicit = None if isolated or config_file is None else config.load_config(config_file)
+
+        def settings_for(path: Path) -> Settings:
+            s = Settings(**cli) if isolated else config.resolve(path, cli, explicit)
+            return dataclasses.replace(s, exclude=s.exclude + tuple(options["exclude"]))  # type: ignore[operator]
+
+        def exclusion(directory: Path) -> tuple[Path, tuple[str, ...]]:
+            s = settings_for(directory / "-")
+            return (Path(s.source).parent if s.source else directory.resolve()), s.exclude
+
+        found = discover(paths, exclusion)
+        jobs_settings = [(path, settings_for(path)) for path in found.files]
     except FheLintError as e:
         error(str(e))
         sys.exit(EXIT_ERROR)
+    if not found.files and not found.errors:  # a check that checked nothing must not pass
+        error(found.warnings[0] if found.warnings else "no model to lint")
+        sys.exit(EXIT_ERROR)
+    for message in found.warnings:
+        click.echo(f"fhe-lint: warning: {message}", err=True)
+    if output is not None and len(jobs_settings) != 1:
+        raise click.UsageError("--output takes exactly one input model")
     if show_settings:
         for path, s in jobs_settings:
             click.echo(f"{path}: {_describe(s)}")
         return
     reports = run_files(jobs_settings, fix, output, jobs, progress=_progress)
-    for r in reports:
-        if r.error is not None:
-            error(r.error)
+    for message in found.errors + [r.error or r.incomplete for r in reports if r.error or r.incomplete]:
+        error(message)
     try:
         if plot is not None:
             from fhe_lint.report import plot as plotting
 
             plotting.save(reports, plot)
-        text = emitter(fmt)(reports, layers=layers, quiet=quiet)
+        text = emitter(fmt)(reports, layers=layers, quiet=quiet, per_neuron=per_neuron, statistics=statistics,
+                            color=output_file is None and _color(sys.stdout))
         if output_file is not None:
             from fhe_lint.io.model_io import write_atomic
 
             write_atomic(output_file, (text + "\n").encode())
         elif text:
-            click.echo(text)
+            click.echo(text, color=True)
     except FheLintError as e:
         error(str(e))
         sys.exit(EXIT_ERROR)
-    sys.exit(_exit_code(reports))
+    if found.errors:
+        sys.exit(EXIT_ERROR)
+    code = _exit_code(reports)
+    sys.exit(EXIT_CLEAN if exit_zero and code == EXIT_FINDINGS else code)
+
+
+def _color(stream: object) -> bool:
+    """Colour on a terminal, unless NO_COLOR is set; FORCE_COLOR wins (no-color.org, force-color.org)."""
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    if os.environ.get("NO_COLOR"):
+        return False
+    return bool(getattr(stream, "isatty", lambda: False)())
 
 
 def _progress(done: int, total: int, path: Path) -> None:
@@ -192,14 +242,17 @@ def _progress(done: int, total: int, path: Path) -> None:
 
 
 def _describe(s: Settings) -> str:
+    """The resolved settings, in the units the config uses (max_prune and max_damage in percent)."""
     shown = {f.name: getattr(s, f.name) for f in dataclasses.fields(s)}
-    shown["select"], shown["ignore"] = sorted(s.select), sorted(s.ignore)
+    for name in ("select", "ignore", "extend_select", "extend_ignore"):
+        shown[name] = sorted(shown[name])
+    shown["exclude"] = list(s.exclude)
     shown["node_ignores"] = {glob: sorted(codes) for glob, codes in s.node_ignores}
     return json.dumps(shown)
 
 
 def _exit_code(reports: list["FileReport"]) -> int:
-    if any(r.error is not None for r in reports):
+    if any(r.error is not None or r.incomplete is not None for r in reports):
         return EXIT_ERROR
     return EXIT_FINDINGS if any(r.fails() for r in reports) else EXIT_CLEAN
 

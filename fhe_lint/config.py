@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fhe_lint.errors import FheLintError
-from fhe_lint.settings import FIX_STRATEGIES, Settings
+from fhe_lint.settings import FIX_STRATEGIES, NodeIgnores, Settings
 
 if TYPE_CHECKING:
     import onnx
@@ -47,19 +47,24 @@ class ConfigError(FheLintError):
     """A configuration file or an in-model suppression is malformed."""
 
 
-def parse_codes(value: Any, allow_all: bool = False) -> frozenset[str]:
-    """Rule codes from a string or list of comma-separated strings, validated against the
-    registry; ``ALL`` only where it means something (an ignore, never a selection)."""
+def parse_codes(value: Any) -> frozenset[str]:
+    """Rule codes from a string or list of comma-separated strings, as ruff reads them: a full
+    code, a prefix (``FHE00`` is FHE001-FHE009) or ``ALL``, expanded against the registry; a
+    prefix that names no rule is an error, not an empty selection."""
     from fhe_lint.rules import RULES
 
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)) or not all(isinstance(c, str) for c in items):
         raise ValueError("expected a list of rule codes")
-    codes = frozenset(c.strip().upper() for item in items for c in item.split(",") if c.strip())
-    unknown = sorted(codes - set(RULES) - ({"ALL"} if allow_all else set()))
-    if unknown:
-        raise ValueError(f"unknown rule code {unknown[0]} (known: {', '.join(RULES)})")
-    return codes
+    codes: set[str] = set()
+    for token in (c.strip().upper() for item in items for c in item.split(",")):
+        if not token:
+            continue
+        matched = set(RULES) if token == "ALL" else {code for code in RULES if code.startswith(token)}
+        if not matched:
+            raise ValueError(f"unknown rule code or prefix {token} (known: ALL, {', '.join(RULES)})")
+        codes |= matched
+    return frozenset(codes)
 
 
 def _positive_int(low: int, high: int) -> Callable[[Any], int]:
@@ -98,10 +103,16 @@ def _path(v: Any) -> str:
     return v
 
 
+def _globs(v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list) or not all(isinstance(g, str) and g for g in v):
+        raise ValueError('expected a list of path globs, e.g. ["legacy/*", "*.float.onnx"]')
+    return tuple(v)
+
+
 def _node_ignores(v: Any) -> tuple[tuple[str, frozenset[str]], ...]:
     if not isinstance(v, dict):
         raise ValueError('expected a table of node-name glob = ["CODE", ...]')
-    return tuple((str(glob), parse_codes(codes, allow_all=True)) for glob, codes in v.items())
+    return tuple((str(glob), parse_codes(codes)) for glob, codes in v.items())
 
 
 # config key -> (Settings field, validator and converter)
@@ -111,7 +122,11 @@ KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "strict": ("strict", _bool),
     "select": ("select", parse_codes),
     "ignore": ("ignore", parse_codes),
-    "max-prune": ("max_prune", lambda v: _number(0, 100)(v) / 100),
+    "extend-select": ("extend_select", parse_codes),
+    "extend-ignore": ("extend_ignore", parse_codes),
+    "model-suppressions": ("model_suppressions", _bool),
+    "exclude": ("exclude", _globs),
+    "max-prune": ("max_prune", _number(0, 100)),
     "weight-bits": ("weight_bits", _positive_int(1, 32)),
     "input-bits": ("input_bits", _positive_int(1, 32)),
     "per-node-ignores": ("node_ignores", _node_ignores),
@@ -143,6 +158,16 @@ def find_config(model: Path) -> tuple[Path, dict[str, Any]] | None:
     return None
 
 
+def load_config(path: Path) -> tuple[Path, dict[str, Any]]:
+    """A configuration named on the command line (``--config``): it must exist and hold a table."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such configuration file")
+    table = _read(path)
+    if table is None:
+        raise ConfigError(f"{path}: no [tool.fhe-lint] table")
+    return path.resolve(), table
+
+
 def _apply(settings: Settings, table: dict[str, Any], where: Path) -> Settings:
     changes = {}
     for key, value in table.items():
@@ -160,17 +185,18 @@ def _apply(settings: Settings, table: dict[str, Any], where: Path) -> Settings:
     return dataclasses.replace(settings, **changes)
 
 
-def resolve(model: Path, cli: dict[str, Any], base: Settings | None = None) -> Settings:
-    """Defaults < nearest config file < its ``per-file`` tables < command-line flags."""
-    settings = base or Settings()
-    found = find_config(model)
+def resolve(model: Path, cli: dict[str, Any], config: tuple[Path, dict[str, Any]] | None = None) -> Settings:
+    """Defaults < the configuration (``config``, else the nearest one) < its ``per-file`` tables <
+    command-line flags."""
+    settings = Settings()
+    found = config or find_config(model)
     if found is not None:
         path, table = found
         settings = dataclasses.replace(_apply(settings, table, path), source=str(path))
         per_file = table.get("per-file", {})
         if not isinstance(per_file, dict):
             raise ConfigError(f"{path}: per-file must be a table of glob = {{settings}}")
-        relative = model.resolve().relative_to(path.parent).as_posix()
+        relative = relative_to(model, path.parent)
         for glob, sub in per_file.items():
             if fnmatch.fnmatch(relative, glob):
                 if not isinstance(sub, dict):
@@ -179,8 +205,15 @@ def resolve(model: Path, cli: dict[str, Any], base: Settings | None = None) -> S
     return dataclasses.replace(settings, **cli)
 
 
-def with_model_suppressions(settings: Settings, model: onnx.ModelProto) -> Settings:
-    """Add the model's own ``fhe-lint:ignore`` entries: ``CODES [NODE_GLOB]`` separated by ``;``
+def relative_to(path: Path, root: Path) -> str:
+    """``path`` as a config's globs see it: relative to the config's directory (absolute when a
+    ``--config`` lives elsewhere)."""
+    resolved = path.resolve()
+    return resolved.relative_to(root).as_posix() if resolved.is_relative_to(root) else resolved.as_posix()
+
+
+def model_suppressions(model: onnx.ModelProto) -> NodeIgnores:
+    """The model's own ``fhe-lint:ignore`` entries: ``CODES [NODE_GLOB]`` separated by ``;``
     or new lines, e.g. ``FHE002; FHE001 /classifier/*``."""
     extra = []
     for prop in model.metadata_props:
@@ -194,7 +227,7 @@ def with_model_suppressions(settings: Settings, model: onnx.ModelProto) -> Setti
                 raise ConfigError(f"model metadata {METADATA_KEY!r}: cannot parse {entry.strip()!r} "
                                   "(expected 'CODES [NODE_GLOB]')")
             try:
-                extra.append((parts[1] if len(parts) == 2 else "*", parse_codes(parts[0], allow_all=True)))
+                extra.append((parts[1] if len(parts) == 2 else "*", parse_codes(parts[0])))
             except ValueError as e:
                 raise ConfigError(f"model metadata {METADATA_KEY!r}: {e}") from e
-    return dataclasses.replace(settings, node_ignores=settings.node_ignores + tuple(extra)) if extra else settings
+    return tuple(extra)

@@ -7,13 +7,13 @@ from pathlib import Path
 
 
 from fhe_lint.analysis.accumulators import ModelAnalysis, analyse
-from fhe_lint.config import with_model_suppressions
+from fhe_lint.config import model_suppressions
 from fhe_lint.diagnostics import Diagnostic, failing
 from fhe_lint.formats.graph import Graph
 from fhe_lint.io.model_io import read_model
 from fhe_lint.io.onnx_proto import ModelProto
 from fhe_lint.rules import RULES
-from fhe_lint.settings import Settings
+from fhe_lint.settings import Settings, suppresses
 from fhe_lint.io.tensor_data import TensorData
 
 
@@ -21,7 +21,7 @@ from fhe_lint.io.tensor_data import TensorData
 class LintResult:
     analysis: ModelAnalysis
     diagnostics: tuple[Diagnostic, ...]
-    suppressed: int = 0
+    suppressed: tuple[tuple[str, int], ...] = ()  # (source, findings it hid): "config", "model metadata"
 
     @property
     def path(self) -> Path:
@@ -32,11 +32,16 @@ class LintResult:
 
 
 def lint_model(model: ModelProto, path: Path, settings: Settings, data: TensorData | None = None) -> LintResult:
-    settings = with_model_suppressions(settings, model)
+    """The findings that survive select/ignore and suppressions, and how many each source hid: a
+    suppression is never silent, least of all one that travels inside a binary model file."""
+    in_model = model_suppressions(model) if settings.model_suppressions else ()
     analysis = analyse(path, Graph(model, data), settings)
     found = [d for code, rule in RULES.items() if settings.enabled(code) for d in rule.check(analysis)]
-    kept = tuple(d for d in found if not settings.ignored(d.code, d.node))
-    return LintResult(analysis, kept, suppressed=len(found) - len(kept))
+    verdict = ["config" if settings.ignored(d.code, d.node) else
+               "model metadata" if suppresses(in_model, d.code, d.node) else None for d in found]
+    kept = tuple(d for d, hidden_by in zip(found, verdict) if hidden_by is None)
+    hidden = tuple((source, verdict.count(source)) for source in ("config", "model metadata") if source in verdict)
+    return LintResult(analysis, kept, suppressed=hidden)
 
 
 def lint_path(path: Path, settings: Settings) -> LintResult:

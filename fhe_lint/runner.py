@@ -35,7 +35,7 @@ def run_file(path: Path, settings: Settings, fix: bool = False, output: Path | N
 
             data = load_data(settings.calibration)
         if not fix:
-            return FileReport.of(result, observed=_observed(result, data), **_confirmations(result, data))
+            return _confirmed(FileReport.of(result, observed=_observed(result, data)), result, data)
         from fhe_lint.fix import fix_model
 
         outcome = fix_model(result, data)
@@ -49,8 +49,7 @@ def run_file(path: Path, settings: Settings, fix: bool = False, output: Path | N
             else:
                 target = None
             summary = replace(summary, written=str(target) if target else None)
-        return FileReport.of(outcome.result, summary, _observed(outcome.result, data),
-                             **_confirmations(outcome.result, data))
+        return _confirmed(FileReport.of(outcome.result, summary, _observed(outcome.result, data)), outcome.result, data)
     except FheLintError as e:
         message = str(e)
         return FileReport(path, settings, error=message if message.startswith(str(path)) else f"{path}: {message}")
@@ -69,22 +68,30 @@ def _observed(result: LintResult, data: np.ndarray | None) -> dict[str, IntRange
     return observed_ranges(result.analysis, data)
 
 
-def _confirmations(result: LintResult, data: np.ndarray | None) -> dict:
-    """With --confirm: Concrete's own bit-widths per layer, or Concrete ML's verdict on the model."""
+def _confirmed(report: FileReport, result: LintResult, data: np.ndarray | None) -> FileReport:
+    """With --confirm: Concrete's own bit-widths per layer, or Concrete ML's verdict on the model.
+    A confirmation that cannot run (no Concrete installed) leaves the static report standing."""
     mode = result.analysis.settings.confirm
     if mode is None:
-        return {}
+        return report
     from fhe_lint.analysis import confirm
 
-    if mode == "network":
-        n = confirm.confirm_network(result.analysis, data)
-        return {"network": {"compiles": n.compiles, "max_bitwidth": n.max_bitwidth, "error": n.error}}
-    def progress(i: int, n: int, name: str) -> None:  # compiling is the slow part: say which layer
-        status(f"confirming {name} ({i}/{n}) with Concrete")
+    try:
+        if mode == "network":
+            n = confirm.confirm_network(result.analysis, data)
+            return replace(report, confirm_network={"compiles": n.compiles, "max_bitwidth": n.max_bitwidth,
+                                                    "error": n.error})
 
-    confirmed = confirm.confirm_layers(result.analysis, progress)
-    status(None)
-    return {"confirmed": confirmed}
+        def progress(i: int, n: int, name: str) -> None:  # compiling is the slow part: say which layer
+            status(f"confirming {name} ({i}/{n}) with Concrete")
+
+        confirmed = confirm.confirm_layers(result.analysis, progress)
+    except FheLintError as e:
+        return replace(report, incomplete=f"{report.path}: {e}")
+    finally:
+        status(None)
+    return replace(report, layers=tuple(replace(layer, confirmed=True, confirmed_bits=confirmed.get(layer.node))
+                                        for layer in report.layers))
 
 
 def status(text: str | None) -> None:

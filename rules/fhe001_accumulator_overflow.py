@@ -27,11 +27,11 @@ encrypted product) cannot be pruned: its diagnostic is not fixable, and says so.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from fhe_lint.diagnostics import Diagnostic, Requirement, Severity
-from fhe_lint.rule import FixAvailability, Rule
+from fhe_lint.rule import FixAvailability, Rule, neurons_phrase
 
 if TYPE_CHECKING:
     from fhe_lint.analysis.accumulators import ModelAnalysis
@@ -52,8 +52,18 @@ def check(analysis: ModelAnalysis) -> Iterator[Diagnostic]:
             yield RULE.diagnostic(
                 f"worst-case accumulator [{lo}, {hi}] needs {bits} bits ({kind} layer) > n_max {n_max}"
                 + ("" if prunable else _NO_WEIGHTS),
-                node=la.name, neuron=k, fix=fix, bits=bits, limit=n_max, range=[lo, hi],
+                node=la.name, neuron=k, fix=fix, bits=bits, limit=n_max, range=[lo, hi], signed=b.signed,
             )
+
+
+def summarize(found: Sequence[Diagnostic], neurons: int | None) -> str:
+    count, head, which = neurons_phrase(found, neurons)
+    worst = max(found, key=lambda d: (d.data["bits"], max(-d.data["range"][0] - 1, d.data["range"][1])))
+    lo, hi = worst.data["range"]
+    kind = "signed" if worst.data["signed"] else "unsigned"
+    return (f"{head} {'needs' if count == 1 else 'need'} up to {worst.data['bits']} bits > n_max "
+            f"{worst.data['limit']} ({kind} layer; worst [{lo}, {hi}] at neuron {worst.neuron}): {which}"
+            + ("" if worst.fixable else _NO_WEIGHTS))
 
 
 RULE = Rule(
@@ -64,4 +74,5 @@ RULE = Rule(
     summary="a neuron's exact worst-case accumulator needs more than n_max bits",
     doc=__doc__,
     check=check,
+    summarize=summarize,
 )

@@ -26,11 +26,11 @@ unless the weights will change after the check (retraining, fine-tuning).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from fhe_lint.diagnostics import Diagnostic, Requirement, Severity
-from fhe_lint.rule import FixAvailability, Rule
+from fhe_lint.rule import FixAvailability, Rule, neurons_phrase
 
 if TYPE_CHECKING:
     from fhe_lint.analysis.accumulators import ModelAnalysis
@@ -52,7 +52,16 @@ def check(analysis: ModelAnalysis) -> Iterator[Diagnostic]:
             yield RULE.diagnostic(
                 f"{count} non-zero weights > budget {limit} = floor(Omega {b.omega} x {multiplier:g})",
                 node=la.name, neuron=k, fix=Requirement(nonzero=limit), nonzero=count, limit=limit, omega=b.omega,
+                multiplier=multiplier,
             )
+
+
+def summarize(found: Sequence[Diagnostic], neurons: int | None) -> str:
+    count, head, which = neurons_phrase(found, neurons)
+    d = found[0]
+    most = max(x.data["nonzero"] for x in found)
+    return (f"{head} {'keeps' if count == 1 else 'keep'} up to {most} non-zero weights > budget {d.data['limit']} "
+            f"= floor(Omega {d.data['omega']} x {d.data['multiplier']:g}): {which}")
 
 
 RULE = Rule(
@@ -63,4 +72,5 @@ RULE = Rule(
     summary="a neuron keeps more non-zero weights than floor(Omega * multiplier)",
     doc=__doc__,
     check=check,
+    summarize=summarize,
 )

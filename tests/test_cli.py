@@ -45,7 +45,7 @@ def _write(name: str, data: bytes):
 
 BAD_INPUTS = {
     "missing": (lambda d: d / "nope.onnx", "no such file"),
-    "directory": (lambda d: d, "not a regular file"),
+    "empty directory": (lambda d: d, "no .onnx model under this directory"),
     "empty": (_write("e.onnx", b""), "not an ONNX model"),
     "text": (_write("t.onnx", b"hello\n"), "not an ONNX model"),
     "random": (_write("r.onnx", bytes([8]) + np.random.default_rng(0).bytes(5000)), "not an ONNX model"),
@@ -120,10 +120,12 @@ def test_text_lines_are_grep_able():
     p = run_cli(OVERFLOW)
     assert p.returncode == 1
     line = next(x for x in p.stdout.splitlines() if " FHE001 " in x)
-    assert line.startswith(f"{OVERFLOW}:/seq/seq.3/Gemm[neuron ")
+    assert line.startswith(f"{OVERFLOW}:/seq/seq.3/Gemm: FHE001 4 of 10 neurons need up to 17 bits > n_max 16")
+    assert line.endswith(": neurons 2, 4-6")
     assert p.stdout.strip().splitlines()[-1].startswith("Found ")
-    quiet = run_cli(OVERFLOW, "--quiet").stdout
+    quiet = run_cli(OVERFLOW, "--quiet", "--per-neuron").stdout
     assert "Found " not in quiet and quiet.count(" FHE001 ") == 4
+    assert all(x.startswith(f"{OVERFLOW}:/seq/seq.3/Gemm[neuron ") for x in quiet.splitlines() if " FHE001 " in x)
     advice = [x for x in p.stdout.splitlines() if ": advice: " in x]  # pruning is not the only cure
     assert advice == [f"{OVERFLOW}:/seq/seq.3/Gemm: advice: fits without pruning at 5-bit weights "
                       "(with 6-bit inputs) or 5-bit inputs (with 6-bit weights)"]

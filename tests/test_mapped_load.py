@@ -104,7 +104,7 @@ def test_fix_patches_the_mapped_weights_into_a_copy_of_the_file(in_place, tmp_pa
     model, data = read_model(src)
     (weight,) = [t for t in model.graph.initializer if is_external(t)]
     original = src.read_bytes()
-    outcome = fix_model(lint_model(model, src, Settings(max_prune=1.0, max_damage=100.0), data))
+    outcome = fix_model(lint_model(model, src, Settings(max_prune=100.0, max_damage=100.0), data))
     target = src if in_place else tmp_path / "out.onnx"
     expected = data.standalone(outcome.model)
     write_model(outcome.model, model, data, target, outcome.touched)
@@ -199,7 +199,7 @@ def test_fix_writes_the_model_it_read_even_if_the_file_was_replaced_since(tmp_pa
     src = _big_overflowing_model(tmp_path / "m.onnx")
     original = src.read_bytes()
     model, data = read_model(src)
-    outcome = fix_model(lint_model(model, src, Settings(max_prune=1.0, max_damage=100.0), data))
+    outcome = fix_model(lint_model(model, src, Settings(max_prune=100.0, max_damage=100.0), data))
     replacement = tmp_path / "other.onnx"
     shutil.copy(FIXTURES / "mlp_w2a2.onnx", replacement)
     replacement.replace(src)  # another writer renames a different model over it meanwhile

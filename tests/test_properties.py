@@ -91,7 +91,7 @@ def test_interval_contains_every_value_and_is_attained(p):
 @given(layers(), st.integers(4, 20))
 def test_fix_properties(p, n_max):
     model = build(p)
-    settings_ = Settings(n_max=n_max, max_prune=1.0, max_damage=100.0)
+    settings_ = Settings(n_max=n_max, max_prune=100.0, max_damage=100.0)
     before = lint_model(model, Path("p.onnx"), settings_)
     outcome = fix_model(before)
     (la0,) = before.analysis.layers
@@ -135,7 +135,7 @@ def _reference_plan(la, n_max: int) -> set[int]:
 @SETTINGS
 @given(layers(), st.integers(4, 20))
 def test_fix_plan_is_the_l1_rule_one_tap_at_a_time(p, n_max):
-    result = lint_model(build(p), Path("p.onnx"), Settings(n_max=n_max, max_prune=1.0))
+    result = lint_model(build(p), Path("p.onnx"), Settings(n_max=n_max, max_prune=100.0))
     (la,) = result.analysis.layers
     prunes = plan(result.analysis, result.diagnostics)
     assert {int(i) for p_ in prunes for i in p_.source_index} == _reference_plan(la, n_max)

@@ -3,6 +3,8 @@ and for measuring what a fix changes. Only used when the user gives data: lintin
 
 from __future__ import annotations
 
+import zipfile
+
 import numpy as np
 
 from fhe_lint.errors import FheLintError
@@ -43,16 +45,23 @@ def evaluate(model: ModelProto, data: np.ndarray, names: list[str]) -> list[np.n
 
 
 def load_data(path) -> np.ndarray:
-    """A .npy array, or the first (or ``x``/``inputs``) array of a .npz, batch first."""
+    """A .npy array, or the first (or ``x``/``inputs``) array of a .npz, batch first.
+
+    The format is decided from the file's first bytes: anything else would reach numpy's pickle
+    fallback, whose message ("pickled data") misleads about a text or CSV file."""
     try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        if magic != b"\x93NUMPY" and not magic.startswith(b"PK\x03\x04"):
+            raise FheLintError(f"{path}: calibration data is not a NumPy .npy or .npz file (save it with numpy.save)")
         loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            keys = list(loaded.keys())
+            if not keys:
+                raise FheLintError(f"{path}: empty .npz")
+            loaded = loaded[next((k for k in ("x", "inputs", "X") if k in keys), keys[0])]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise FheLintError(f"{path}: cannot read calibration data: {e}") from e
-    if isinstance(loaded, np.lib.npyio.NpzFile):
-        keys = list(loaded.keys())
-        if not keys:
-            raise FheLintError(f"{path}: empty .npz")
-        loaded = loaded[next((k for k in ("x", "inputs", "X") if k in keys), keys[0])]
     if loaded.ndim == 0 or not np.issubdtype(loaded.dtype, np.number):
         raise FheLintError(f"{path}: calibration data must be a numeric array with a batch axis")
     return loaded

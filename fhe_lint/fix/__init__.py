@@ -72,9 +72,9 @@ def _try(result: LintResult, strategy: str, edits: list[LayerEdit], data: np.nda
     the original model's ``reference`` output."""
     s, graph = result.analysis.settings, result.analysis.graph
     for e in edits:
-        if e.fraction > s.max_prune:
+        if 100 * e.fraction > s.max_prune:
             return _Candidate(strategy, edits, f"fixing {e.layer.name} would prune {e.fraction:.0%} of its weights "
-                                               f"(more than --max-prune {s.max_prune:.0%}); lower its bit-widths "
+                                               f"(more than --max-prune {s.max_prune:g} %); lower its bit-widths "
                                                f"instead: {_advice(e, s.n_max)}")
     if data is None:
         for e in edits:

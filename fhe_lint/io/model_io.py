@@ -215,10 +215,13 @@ def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
     any error.
     """
     target = Path(os.path.realpath(path))
+    if not target.parent.is_dir():
+        raise FixError(f"{path}: cannot write: directory {target.parent} does not exist")
+    existed = True
     try:
         mode = stat.S_IMODE(target.stat().st_mode)
     except FileNotFoundError:
-        mode = 0o666 & ~_umask()
+        mode, existed = 0o666 & ~_umask(), False
     except OSError as e:
         raise FixError(f"{path}: cannot write: {e.strerror or e}") from e
     tmp: Path | None = None
@@ -238,7 +241,8 @@ def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
         tmp = None
         _fsync_dir(target.parent)
     except OSError as e:
-        raise FixError(f"{path}: cannot write: {e.strerror or e}; the original is untouched") from e
+        kept = "; the original is untouched" if existed else "; nothing was written"
+        raise FixError(f"{path}: cannot write: {e.strerror or e}{kept}") from e
     finally:
         if tmp is not None:
             tmp.unlink(missing_ok=True)

@@ -65,8 +65,8 @@ class LayerReport:
     neuron_bits: tuple[int, ...] = ()  # per neuron, for plots (not in JSON)
 
     @classmethod
-    def of(cls, la: LayerAnalysis, observed: IntRange | None = None, advise: bool = False, n_max: int = 16,
-           confirmed: dict[str, int] | None = None) -> LayerReport:
+    def of(cls, la: LayerAnalysis, observed: IntRange | None = None, advise: bool = False,
+           n_max: int = 16) -> LayerReport:
         layer, b = la.layer, la.bounds
         w, x = layer.weight, layer.input
         advice = None
@@ -88,8 +88,6 @@ class LayerReport:
             observed_range=(observed.lo, observed.hi) if observed is not None else None,
             observed_bits=int_bits(observed.lo, observed.hi) if observed is not None else None,
             advice=advice,
-            confirmed=confirmed is not None,
-            confirmed_bits=(confirmed or {}).get(la.name),
             neuron_bits=_bits(la),
         )
 
@@ -127,18 +125,18 @@ class FileReport:
     diagnostics: tuple[Diagnostic, ...] = ()
     error: str | None = None
     fix: FixSummary | None = None
-    suppressed: int = 0
+    suppressed: tuple[tuple[str, int], ...] = ()  # (source, findings it hid)
     confirm_network: dict[str, Any] | None = None  # {compiles, max_bitwidth, error}
+    incomplete: str | None = None  # a step asked for that could not run (--confirm without Concrete)
 
     @classmethod
-    def of(cls, result: LintResult, fix: FixSummary | None = None, observed: dict[str, IntRange] | None = None,
-           confirmed: dict[str, int] | None = None, network: dict[str, Any] | None = None) -> FileReport:
+    def of(cls, result: LintResult, fix: FixSummary | None = None,
+           observed: dict[str, IntRange] | None = None) -> FileReport:
         s = result.analysis.settings
         failing = {d.node for d in result.diagnostics if d.code in ("FHE001", "FHE003")}
-        layers = tuple(LayerReport.of(la, (observed or {}).get(la.name), la.name in failing, s.n_max, confirmed)
+        layers = tuple(LayerReport.of(la, (observed or {}).get(la.name), la.name in failing, s.n_max)
                        for la in result.analysis.layers)
-        return cls(result.path, s, layers, result.diagnostics, fix=fix, suppressed=result.suppressed,
-                   confirm_network=network)
+        return cls(result.path, s, layers, result.diagnostics, fix=fix, suppressed=result.suppressed)
 
     def count(self, severity: Severity) -> int:
         return sum(d.severity is severity for d in self.diagnostics)
@@ -176,10 +174,6 @@ def summary(reports: list[FileReport]) -> dict[str, int]:
         "errors": sum(r.count(Severity.ERROR) for r in reports),
         "warnings": sum(r.count(Severity.WARNING) for r in reports),
         "failed_to_analyse": sum(r.error is not None for r in reports),
-        "suppressed": sum(r.suppressed for r in reports),
+        "suppressed": sum(n for r in reports for _, n in r.suppressed),
     }
 
-
-def location(path: Path, d: Diagnostic) -> str:
-    """``path:node[neuron N]``: grep-able, and the same in every human-readable format."""
-    return f"{path}:{d.place}" if d.place else str(path)

@@ -52,7 +52,7 @@ def run(cases: int, seed: int = 0) -> tuple[Counter, list[str]]:
     originals = [(p, p.read_bytes()) for p in sorted(FIXTURES.glob("*.onnx"))]
     outcomes: Counter = Counter()
     crashes: list[str] = []
-    settings = Settings(max_prune=1.0)
+    settings = Settings(max_prune=100.0)
     with tempfile.TemporaryDirectory() as tmp:
         for case in range(cases):
             path, data = originals[case % len(originals)]

@@ -12,8 +12,12 @@ def _file_json(r: FileReport) -> dict[str, Any]:
     out: dict[str, Any] = {"path": str(r.path), "n_max": r.settings.n_max, "multiplier": r.settings.multiplier,
                            "layers": [layer.as_json() for layer in r.layers],
                            "diagnostics": [diagnostic_json(d) for d in r.diagnostics]}
+    if r.suppressed:
+        out["suppressed"] = dict(r.suppressed)
     if r.error is not None:
         out["error"] = r.error
+    if r.incomplete is not None:
+        out["incomplete"] = r.incomplete
     if r.confirm_network is not None:
         out["confirm_network"] = r.confirm_network
     if r.fix is not None:

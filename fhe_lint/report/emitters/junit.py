@@ -6,7 +6,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from fhe_lint.diagnostics import Severity
-from fhe_lint.report.model import FileReport, location
+from fhe_lint.report.findings import findings
+from fhe_lint.report.model import FileReport
 
 
 def _suite(r: FileReport) -> ET.Element:
@@ -17,8 +18,8 @@ def _suite(r: FileReport) -> ET.Element:
         suite.set("tests", "1"), suite.set("errors", "1"), suite.set("failures", "0")
         return suite
     by_node: dict[str | None, list] = {}
-    for d in r.diagnostics:
-        by_node.setdefault(d.node, []).append(d)
+    for f in findings(r, per_neuron=True):
+        by_node.setdefault(f.node, []).append(f)
     names = [layer.node for layer in r.layers]
     names += [n for n in by_node if n not in names]
     failures = 0
@@ -30,11 +31,10 @@ def _suite(r: FileReport) -> ET.Element:
             failures += 1
             failure = ET.SubElement(case, "failure", message=f"{len(errors)} error(s): {errors[0].code} {errors[0].message}",
                                     type=errors[0].code)
-            failure.text = "\n".join(f"{location(r.path, d)}: {d.code} {d.message}" for d in errors)
+            failure.text = "\n".join(f.line() for f in errors)
         warnings = [d for d in found if d.severity is Severity.WARNING]
         if warnings:
-            ET.SubElement(case, "system-out").text = "\n".join(
-                f"{location(r.path, d)}: {d.code} {d.message}" for d in warnings)
+            ET.SubElement(case, "system-out").text = "\n".join(f.line() for f in warnings)
     suite.set("tests", str(len(names))), suite.set("failures", str(failures)), suite.set("errors", "0")
     return suite
 

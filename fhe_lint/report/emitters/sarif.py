@@ -1,8 +1,13 @@
 """SARIF 2.1.0 for GitHub code scanning: every rule in tool.driver, a result per finding located
-in the model file, with the node and neuron as logical locations."""
+in the model file, with the node and neuron as logical locations.
+
+A model is binary, so a result's region is the file's first line, and GitHub cannot derive a
+fingerprint from the file's text: each result carries its own, a hash of (path, rule, node,
+neuron), so an alert keeps its identity across commits while the weights change."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -34,6 +39,10 @@ def _rule(rule: Rule) -> dict[str, Any]:
     }
 
 
+def fingerprint(path: str, d: Diagnostic) -> str:
+    return hashlib.sha256("\0".join([path, d.code, d.node or "", str(d.neuron)]).encode()).hexdigest()[:32]
+
+
 def _result(path: str, d: Diagnostic, index: dict[str, int]) -> dict[str, Any]:
     logical = [{"name": d.node, "kind": "module", "fullyQualifiedName": d.node}] if d.node else []
     if d.node and d.neuron is not None:
@@ -43,8 +52,10 @@ def _result(path: str, d: Diagnostic, index: dict[str, int]) -> dict[str, Any]:
         "ruleId": d.code,
         "ruleIndex": index[d.code],
         "level": d.severity.value,
-        "message": {"text": d.message + (f" Fix: {FIX_TEXT}" if d.fixable else "")},
-        "locations": [{"physicalLocation": {"artifactLocation": {"uri": path}}, "logicalLocations": logical}],
+        "message": {"text": d.message + (f". Fix: {FIX_TEXT}" if d.fixable else "")},
+        "locations": [{"physicalLocation": {"artifactLocation": {"uri": path}, "region": {"startLine": 1}},
+                       "logicalLocations": logical}],
+        "partialFingerprints": {"primaryLocationLineHash": fingerprint(path, d)},
         "properties": {"fixable": d.fixable, **{k: v for k, v in d.data.items() if _plain(v)}},
     }
     return result

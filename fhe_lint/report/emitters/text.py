@@ -1,12 +1,27 @@
-"""Human output: one grep-able line per finding, fix outcomes, optional layer tables, a summary."""
+"""Human output: one grep-able line per finding (per layer and rule, or per neuron), fix
+outcomes, optional layer tables or rule statistics, and a summary that names what was suppressed."""
 
 from __future__ import annotations
 
-from fhe_lint.report.model import FileReport, location, summary
+from collections import Counter
+
+from fhe_lint.diagnostics import Severity
+from fhe_lint.report.findings import Finding, findings
+from fhe_lint.report.model import FileReport
+from fhe_lint.rules import RULES
+
+_BOLD, _RED, _YELLOW, _RESET = "\033[1m", "\033[31m", "\033[33m", "\033[0m"
 
 
-def diagnostic_lines(r: FileReport) -> list[str]:
-    lines = [f"{location(r.path, d)}: {d.code} {d.message}" for d in r.diagnostics]
+def _painted(f: Finding, color: bool) -> str:
+    if not color:
+        return f.line()
+    hue = _RED if f.severity is Severity.ERROR else _YELLOW
+    return f"{_BOLD}{f.location}{_RESET}: {_BOLD}{hue}{f.code}{_RESET} {f.message}"
+
+
+def diagnostic_lines(r: FileReport, per_neuron: bool = False, color: bool = False) -> list[str]:
+    lines = [_painted(f, color) for f in findings(r, per_neuron)]
     lines += [f"{r.path}:{layer.node}: confirm: Concrete reports {layer.confirmed_bits} bits, the static "
               f"bound {layer.accumulator_bits}" for layer in r.layers
               if layer.confirmed_bits is not None and layer.confirmed_bits != layer.accumulator_bits]
@@ -74,21 +89,54 @@ def layer_table(r: FileReport) -> str:
     return f"{r.path}\n" + tabulate(rows, headers=headers, missingval="-")
 
 
-def summary_line(reports: list[FileReport]) -> str:
-    s = summary(reports)
-    files = f"{s['files']} file{'s' if s['files'] != 1 else ''}"
-    failed = f", {s['failed_to_analyse']} could not be analysed" if s["failed_to_analyse"] else ""
-    if not s["errors"] and not s["warnings"] and not s["failed_to_analyse"]:
-        return f"All checks passed ({files})."
-    return f"Found {s['errors']} error(s) and {s['warnings']} warning(s) in {files}{failed}."
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def emit(reports: list[FileReport], *, layers: bool = False, quiet: bool = False, **_: object) -> str:
+def statistics_lines(reports: list[FileReport]) -> list[str]:
+    """Per rule, as ruff and flake8 print them: neurons (or nodes) found, then in how many layers."""
+    found = [d for r in reports for d in r.diagnostics]
+    per_code = Counter(d.code for d in found)
+    layers = Counter(code for code, _ in {(d.code, (str(r.path), d.node)) for r in reports for d in r.diagnostics})
+    return [f"{per_code[code]:>6}  {code}  {RULES[code].name:<22} {_count(layers[code], 'layer')}"
+            for code in RULES if per_code[code]]
+
+
+def summary_line(reports: list[FileReport], per_neuron: bool = False) -> str:
+    files = _count(len(reports), "file")
+    failed = sum(r.error is not None for r in reports)
+    grouped = [f for r in reports for f in findings(r, per_neuron)]
+    hidden: Counter[str] = Counter()
+    for r in reports:
+        hidden.update(dict(r.suppressed))
+    suppressed = "" if not hidden else (
+        f" {_count(sum(hidden.values()), 'finding')} suppressed ("
+        + ", ".join(f"{n} by {source}" for source, n in hidden.items()) + ").")
+    if not grouped and not failed:
+        return f"All checks passed ({files}).{suppressed}"
+
+    def part(severity: Severity, noun: str) -> str:
+        mine = [f for f in grouped if f.severity is severity]
+        neurons = sum(len(f.diagnostics) for f in mine if f.neuron is None and f.diagnostics[0].neuron is not None)
+        grouped_more = any(len(f.diagnostics) > 1 for f in mine)
+        return _count(len(mine), noun) + (f" ({_count(neurons, 'neuron')})" if grouped_more else "")
+
+    could_not = f", {failed} could not be analysed" if failed else ""
+    return (f"Found {part(Severity.ERROR, 'error')} and {part(Severity.WARNING, 'warning')} in {files}"
+            f"{could_not}.{suppressed}")
+
+
+def emit(reports: list[FileReport], *, layers: bool = False, quiet: bool = False, per_neuron: bool = False,
+         statistics: bool = False, color: bool = False, **_: object) -> str:
     lines: list[str] = []
     for r in reports:
-        lines += diagnostic_lines(r) + fix_lines(r)
+        if not statistics:
+            lines += diagnostic_lines(r, per_neuron, color)
+        lines += fix_lines(r)
         if layers and r.error is None:
             lines.append(layer_table(r))
+    if statistics:
+        lines += statistics_lines(reports)
     if not quiet:
-        lines.append(summary_line(reports))
+        lines.append(summary_line(reports, per_neuron))
     return "\n".join(lines)

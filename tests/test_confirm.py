@@ -53,6 +53,11 @@ def test_confirm_after_fix_checks_the_fixed_model(tmp_path):
 
 
 @pytest.mark.skipif(HAS_CONCRETE, reason="only meaningful without the extra")
-def test_confirm_without_the_extra_is_a_one_line_hint():
+def test_confirm_without_the_extra_is_a_one_line_hint_and_keeps_the_static_findings():
     p = run_cli(FIXTURES / "mlp_w2a2.onnx", "--confirm")
-    assert p.returncode == 2 and 'pip install "fhe-lint[concrete]"' in p.stderr and "Traceback" not in p.stderr
+    assert p.returncode == 2 and 'pip install "concrete-python' in p.stderr and "Traceback" not in p.stderr
+    assert p.stderr.count("\n") == 1
+    rc, rep = lint_json(FIXTURES / "mlp_w6a6_unsigned_in.onnx", "--confirm")
+    f = rep["files"][0]
+    assert rc == 2 and "error" not in f and "concrete-python" in f["incomplete"]
+    assert sum(d["code"] == "FHE001" for d in f["diagnostics"]) == 4 and f["layers"]

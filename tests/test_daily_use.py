@@ -268,18 +268,6 @@ def test_show_settings_speaks_the_configs_units(tmp_path):
     assert shown["max_prune"] == 75 and shown["max_damage"] == 5
 
 
-def test_confirm_without_concrete_keeps_the_static_findings():
-    try:
-        import concrete.fhe  # noqa: F401
-        pytest.skip("concrete-python is installed here: --confirm runs")
-    except ImportError:
-        pass
-    rc, rep = lint_json(OVERFLOW, "--confirm")
-    f = rep["files"][0]
-    assert rc == 2 and "error" not in f and "concrete" in f["incomplete"]
-    assert sum(d["code"] == "FHE001" for d in f["diagnostics"]) == 4
-
-
 def test_output_file_into_a_missing_directory_says_so(tmp_path):
     p = run_cli(CLEAN, "--output-file", tmp_path / "no" / "report.txt")
     assert p.returncode == 2 and p.stderr.strip().endswith(f"directory {tmp_path / 'no'} does not exist")

@@ -41,6 +41,8 @@ def test_hook_fails_on_overflow_and_passes_on_clean(tmp_path, env):
     bad = _try_repo(_user_repo(tmp_path / "bad", ["mlp_w2a2", "mlp_w6a6_unsigned_in"], env), env)
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "FHE001" in bad.stdout and "mlp_w6a6_unsigned_in.onnx" in bad.stdout
+    printed = [x for x in bad.stdout.split("- exit code: 1", 1)[1].splitlines() if x.strip()]
+    assert len(printed) <= 15, printed  # a blocked commit says what and where, not a wall of neurons
     good = _try_repo(_user_repo(tmp_path / "good", ["mlp_w2a2", "cnn_w3a3"], env), env)
     assert good.returncode == 0, good.stdout + good.stderr
     assert "Passed" in good.stdout

@@ -19,7 +19,7 @@ import numpy as np
 from fhe_lint.analysis.accumulators import LayerAnalysis, ModelAnalysis, tap_range
 from fhe_lint.errors import FheLintError
 
-HINT = 'pip install "fhe-lint[concrete]"'
+HINT = 'install the "concrete" extra: pip install "concrete-python>=2.5" (needs numpy < 2), or "./fhe-lint[concrete]" from a clone'
 
 
 def _fhe() -> Any:

@@ -22,7 +22,7 @@ def _pyplot():
         matplotlib.rcParams["svg.fonttype"] = "none"  # text stays text: searchable, smaller
         import matplotlib.pyplot as plt
     except ImportError as e:
-        raise FheLintError('--plot needs matplotlib: pip install "fhe-lint[plot]"') from e
+        raise FheLintError('--plot needs matplotlib (the "plot" extra): pip install matplotlib') from e
     return plt
 
 

@@ -43,3 +43,11 @@ def test_html_is_one_self_contained_file(tmp_path):
 def test_bad_plot_suffix_is_exit_2(tmp_path):
     p = run_cli(SOURCE, "--plot", tmp_path / "p.gif")
     assert p.returncode == 2 and "use a .png, .svg or .html" in p.stderr
+
+
+def test_nothing_to_draw_writes_no_picture(tmp_path):
+    (tmp_path / "broken.onnx").write_bytes(b"not a model")
+    out = tmp_path / "p.html"
+    p = run_cli(tmp_path / "broken.onnx", "--plot", out)
+    assert p.returncode == 2 and not out.exists()
+    assert p.stderr.strip().splitlines()[-1].endswith("no model with a layer of known range to draw; nothing written")

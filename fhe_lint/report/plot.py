@@ -1,96 +1,127 @@
 """Pictures of the headroom: per-layer accumulator bits against n_max (before and after a fix),
-and each layer's per-neuron histogram. PNG/SVG via matplotlib (extra ``fhe-lint[plot]``); HTML
-is one self-contained file with the SVG inline."""
+and each layer's per-neuron histogram. PNG/SVG via matplotlib (the ``plot`` extra); HTML is one
+self-contained page with the SVG inline and a table per model (``report.html``).
+
+Every bar carries an SVG id (``bar-F-L`` after, ``bar-before-F-L``; ``axes-F`` and ``limit-F`` for
+its axes and n_max line) so a browser test can find each layer's bar and check, on a screenshot,
+that nothing covers it.
+"""
 
 from __future__ import annotations
 
-import html
 import io
 from pathlib import Path
+from typing import Any
 
 from fhe_lint.errors import FheLintError
-from fhe_lint.report.model import FileReport
+from fhe_lint.report.model import FileReport, LayerReport
 
 FORMATS = (".png", ".svg", ".html")
+FITS, OVERFLOWS, BEFORE = "#2ca02c", "#d62728", "#bbbbbb"
 
 
-def _pyplot():
+def _pyplot() -> Any:
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         matplotlib.rcParams["svg.fonttype"] = "none"  # text stays text: searchable, smaller
+        matplotlib.rcParams["svg.hashsalt"] = "fhe-lint"  # stable ids: the same report, the same bytes
         import matplotlib.pyplot as plt
     except ImportError as e:
         raise FheLintError('--plot needs matplotlib (the "plot" extra): pip install matplotlib') from e
     return plt
 
 
-def figure(reports: list[FileReport]):
+def drawn(reports: list[FileReport]) -> list[FileReport]:
+    """The reports with at least one layer whose range is known: the only ones worth a picture."""
+    return [r for r in reports if r.error is None and any(layer.neuron_bits for layer in r.layers)]
+
+
+def analysed(r: FileReport) -> list[LayerReport]:
+    return [layer for layer in r.layers if layer.neuron_bits]
+
+
+def bits_before(r: FileReport, layer: LayerReport) -> int | None:
+    """A layer's worst-case bits before ``--fix`` (None without a fix)."""
+    before = r.fix.bits_before if r.fix is not None else None
+    return max(before[layer.node]) if before and layer.node in before else None
+
+
+def figure(reports: list[FileReport]) -> Any:
     plt = _pyplot()
-    shown = [r for r in reports if r.error is None and any(layer.neuron_bits for layer in r.layers)]
-    fig, axes = plt.subplots(max(len(shown), 1), 2, figsize=(12, 3.6 * max(len(shown), 1)), squeeze=False)
-    for (bars, hist), r in zip(axes, shown):
-        n_max = r.settings.n_max
-        analysed = [layer for layer in r.layers if layer.neuron_bits]
-        names = [layer.node for layer in analysed]
-        after = [max(layer.neuron_bits) for layer in analysed]
-        before = r.fix.bits_before if r.fix is not None and r.fix.bits_before else None
-        x = range(len(names))
-        if before:
-            old = [max(before.get(n, (0,))) for n in names]
-            bars.bar([i - 0.2 for i in x], old, 0.4, color="#bbbbbb", label="before --fix")
-            bars.bar([i + 0.2 for i in x], after, 0.4, color=["#d62728" if b > n_max else "#2ca02c" for b in after],
-                     label="after --fix")
-        else:
-            bars.bar(list(x), after, 0.6, color=["#d62728" if b > n_max else "#2ca02c" for b in after])
-        for i, b in enumerate(after):
-            bars.annotate(f"{n_max - b:+d}", (i + (0.2 if before else 0), b), ha="center", va="bottom", fontsize=8)
-        bars.axhline(n_max, color="black", linestyle="--", linewidth=1, label=f"n_max = {n_max}")
-        bars.set_xticks(list(x), [n if len(n) <= 18 else "..." + n[-15:] for n in names], rotation=30, ha="right",
+    from matplotlib.ticker import MaxNLocator
+
+    shown = drawn(reports)
+    fig, axes = plt.subplots(len(shown), 2, figsize=(13, 3.8 * len(shown)), squeeze=False,
+                             gridspec_kw={"width_ratios": [3, 2]})
+    for f, ((bars, hist), r) in enumerate(zip(axes, shown)):
+        n_max, layers = r.settings.n_max, analysed(r)
+        after = [max(layer.neuron_bits) for layer in layers]
+        before = [bits_before(r, layer) for layer in layers]
+        fixed = any(b is not None for b in before)
+        width, shift = (0.38, 0.2) if fixed else (0.6, 0.0)
+        for i, (a, b) in enumerate(zip(after, before)):
+            if fixed:
+                bars.bar(i - shift, b if b is not None else a, width, color=BEFORE,
+                         label="before --fix" if i == 0 else None).patches[0].set_gid(f"bar-before-{f}-{i}")
+            bars.bar(i + shift, a, width, color=OVERFLOWS if a > n_max else FITS,
+                     label=("after --fix" if fixed else "worst case") if i == 0 else None).patches[0].set_gid(f"bar-{f}-{i}")
+            bars.annotate(f"{n_max - a:+d}", (i + shift, a), ha="center", va="bottom", fontsize=8)
+        bars.axhline(n_max, color="black", linestyle="--", linewidth=1, label=f"n_max = {n_max}").set_gid(f"limit-{f}")
+        bars.patch.set_gid(f"axes-{f}")
+        every = [b for b in after + before if b is not None] + [n_max]
+        # the axis starts near the data, not at 0, so that a one-bit difference is visible
+        bars.set_ylim(max(0, min(every) - 3), max(every) + 1.5)
+        bars.yaxis.set_major_locator(MaxNLocator(integer=True))
+        bars.set_xticks(range(len(layers)), [_short(layer.node) for layer in layers], rotation=30, ha="right",
                         fontsize=8)
-        bars.set_ylabel("accumulator bits (headroom above)")
-        bars.set_title(f"{r.path.name}: worst case per layer")
-        bars.legend(fontsize=8, loc="lower right")
-        for layer in analysed:
-            hist.hist(layer.neuron_bits, bins=range(1, max(max(after), n_max) + 3), histtype="step", label=layer.node)
-        hist.axvline(n_max + 1, color="black", linestyle="--", linewidth=1)
-        hist.set_xlabel("bits per neuron (right of the line: overflow)")
-        hist.set_ylabel("neurons")
-        hist.set_title("per-neuron worst case")
-        hist.legend(fontsize=7)
+        bars.set_ylabel("accumulator bits")
+        bars.set_title(f"{r.path.name}: worst case per layer (label: headroom)")
+        bars.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), borderaxespad=0.5)
+        _histogram(hist, layers, n_max, "after --fix" if fixed else "no fix")
     fig.tight_layout()
     return fig
+
+
+def _histogram(hist: Any, layers: list[LayerReport], n_max: int, state: str) -> None:
+    """Neurons per bit-width, one outline per layer, on integer-centred bins so that the n_max
+    line sits on n_max itself: a neuron left of or on it fits, right of it overflows."""
+    from matplotlib.ticker import MaxNLocator
+
+    every = [b for layer in layers for b in layer.neuron_bits]
+    lo, hi = min(every + [n_max]), max(every + [n_max])
+    edges = [b - 0.5 for b in range(lo, hi + 2)]
+    for layer in layers:
+        hist.hist(layer.neuron_bits, bins=edges, histtype="step", linewidth=1.5, label=_short(layer.node))
+    hist.axvline(n_max, color="black", linestyle="--", linewidth=1, label=f"n_max = {n_max}")
+    hist.xaxis.set_major_locator(MaxNLocator(integer=True))
+    hist.yaxis.set_major_locator(MaxNLocator(integer=True))
+    hist.set_xlabel("worst-case bits per neuron (right of n_max: overflow)")
+    hist.set_ylabel("neurons")
+    hist.set_title(f"per-neuron worst case, {state}")
+    hist.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), borderaxespad=0.5)
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= 18 else "..." + name[-15:]
 
 
 def save(reports: list[FileReport], path: Path) -> None:
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
         raise FheLintError(f"--plot {path}: use a .png, .svg or .html file name")
+    if not drawn(reports):
+        raise FheLintError(f"--plot {path}: no model with a layer of known range to draw; nothing written")
     fig = figure(reports)
     from fhe_lint.io.model_io import write_atomic
 
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="svg" if suffix == ".html" else suffix[1:], dpi=110)
+    fig.savefig(buffer, format="svg" if suffix == ".html" else suffix[1:], dpi=110, bbox_inches="tight")
     _pyplot().close(fig)
     data = buffer.getvalue()
     if suffix == ".html":
-        data = _html(reports, data.decode()).encode()
+        from fhe_lint.report.html import page
+
+        data = page(reports, data.decode()).encode()
     write_atomic(path, data)
-
-
-def _html(reports: list[FileReport], svg: str) -> str:
-    svg = svg[svg.index("<svg"):]
-    rows = "".join(
-        f"<tr><td>{html.escape(str(r.path))}</td><td>{html.escape(layer.node)}</td><td>{layer.accumulator_bits}</td>"
-        f"<td>{r.settings.n_max}</td></tr>"
-        for r in reports if r.error is None for layer in r.layers
-    )
-    return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>fhe-lint report</title>"
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:2px 8px}</style></head><body>"
-        f"<h1>fhe-lint: accumulator headroom</h1>{svg}"
-        "<table><tr><th>model</th><th>layer</th><th>bits</th><th>n_max</th></tr>"
-        f"{rows}</table></body></html>"
-    )

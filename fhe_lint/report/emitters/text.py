@@ -49,10 +49,10 @@ def fix_lines(r: FileReport) -> list[str]:
         detail = ", ".join(f"{node}: {n}" for node, n in f.pruned.items())
         return [f"{r.path}: fixed, pruned {sum(f.pruned.values())} weights ({detail}){cost}; wrote {f.written}"]
     return [f"{r.path}: fixed ({f.strategy}){cost}; wrote {f.written}"] + [
-        f"{r.path}:{node}: {_change(c)}" for node, c in (f.layers or {}).items()]
+        f"{r.path}:{node}: {change(c)}" for node, c in (f.layers or {}).items()]
 
 
-def _change(c: dict) -> str:
+def change(c: dict) -> str:
     """One layer's change in words: bit-widths first (they change the most), then weights."""
     parts = [f"{what} {c[key][0]} -> {c[key][1]} bits" for key, what in (("weight_bits", "weights"),
                                                                         ("input_bits", "inputs")) if key in c]

@@ -31,11 +31,12 @@ class LintResult:
         return failing(self.diagnostics, strict)
 
 
-def lint_model(model: ModelProto, path: Path, settings: Settings, data: TensorData | None = None) -> LintResult:
+def lint_model(model: ModelProto, path: Path, settings: Settings, data: TensorData | None = None,
+               complaint: str | None = None) -> LintResult:
     """The findings that survive select/ignore and suppressions, and how many each source hid: a
     suppression is never silent, least of all one that travels inside a binary model file."""
     in_model = model_suppressions(model) if settings.model_suppressions else ()
-    analysis = analyse(path, Graph(model, data), settings)
+    analysis = analyse(path, Graph(model, data), settings, complaint)
     found = [d for code, rule in RULES.items() if settings.enabled(code) for d in rule.check(analysis)]
     verdict = ["config" if settings.ignored(d.code, d.node) else
                "model metadata" if suppresses(in_model, d.code, d.node) else None for d in found]
@@ -45,5 +46,5 @@ def lint_model(model: ModelProto, path: Path, settings: Settings, data: TensorDa
 
 
 def lint_path(path: Path, settings: Settings) -> LintResult:
-    model, data = read_model(path)
-    return lint_model(model, path, settings, data)
+    loaded = read_model(path)
+    return lint_model(loaded.model, path, settings, loaded.data, loaded.complaint)

@@ -27,8 +27,8 @@ def run_file(path: Path, settings: Settings, fix: bool = False, output: Path | N
     from fhe_lint.io.model_io import read_model, write_model
 
     try:
-        model, tensors = read_model(path)
-        result = lint_model(model, path, settings, tensors)
+        model, tensors, complaint = read_model(path)
+        result = lint_model(model, path, settings, tensors, complaint)
         data = None
         if settings.calibration is not None:
             from fhe_lint.analysis.execute import load_data

@@ -9,6 +9,7 @@ from fhe_lint.rules import (
     fhe003_omega_below_one,
     fhe004_unsupported_op,
     fhe005_unknown_range,
+    fhe006_invalid_onnx,
 )
 
 RULES: dict[str, Rule] = {
@@ -19,5 +20,6 @@ RULES: dict[str, Rule] = {
         fhe003_omega_below_one,
         fhe004_unsupported_op,
         fhe005_unknown_range,
+        fhe006_invalid_onnx,
     )
 }

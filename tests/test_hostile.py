@@ -39,17 +39,23 @@ def test_other_protobuf_message(tmp_path):
     assert_one_line_error(run_cli(path), "not an ONNX model")
 
 
-def test_checker_failure(tmp_path):
+def test_checker_failure_is_a_finding_and_the_rest_is_linted(tmp_path):
     m = onnx.load(CLEAN)
-    m.graph.node[2].op_type = "NoSuchOp"
-    assert_one_line_error(run_cli(save(m, tmp_path / "bad.onnx")), "invalid ONNX model")
+    victim = m.graph.node[2]
+    victim.op_type = "NoSuchOp"
+    rc, rep = lint_json(save(m, tmp_path / "bad.onnx"))
+    found = {(d["code"], d["node"]): d for d in rep["files"][0]["diagnostics"]}
+    assert rc == 1 and "error" not in rep["files"][0]
+    assert "No Op registered for NoSuchOp" in found[("FHE006", None)]["checker"]
+    assert ("FHE004", victim.name) in found  # named, not silently skipped
+    assert [layer["node"] for layer in rep["files"][0]["layers"]] == ["/seq/seq.3/Gemm"]
 
 
 def test_cycle(tmp_path):
     m = onnx.load(CLEAN)
     first, last = m.graph.node[0], m.graph.node[-1]
     first.input[0] = last.output[0]  # the first quantizer now reads the model's output
-    assert_one_line_error(run_cli(save(m, tmp_path / "cycle.onnx")), "invalid ONNX model")
+    assert_one_line_error(run_cli(save(m, tmp_path / "cycle.onnx")), "the graph has a cycle")
 
 
 @pytest.mark.parametrize(("kwargs", "fragment"), [

@@ -23,7 +23,7 @@ MODELS = sorted(FIXTURES.glob("*.onnx")) + sorted(THIRDPARTY.glob("*.onnx"))
 
 @pytest.mark.parametrize("path", MODELS, ids=lambda p: p.stem)
 def test_mapped_model_is_the_parsed_model_with_data_moved_out(path):
-    model, data = read_model(path, map_threshold=0)
+    model, data, _ = read_model(path, map_threshold=0)
     external = [t for t in model.graph.initializer if is_external(t)]
     assert external and all(len(t.raw_data) == 0 for t in external)
     assert data.standalone(model) == onnx.load(path)
@@ -43,12 +43,12 @@ def test_analysis_is_the_same_mapped_or_parsed(path):
 
 
 def _read(path: Path, threshold: int):
-    model, data = read_model(path, map_threshold=threshold)
+    model, data, _ = read_model(path, map_threshold=threshold)
     return model, path, Settings(), data
 
 
 def test_released_pages_read_back_the_same_values():
-    model, data = read_model(FIXTURES / "mlp_w4a4_deep.onnx", map_threshold=0)  # no ../shared needed
+    model, data, _ = read_model(FIXTURES / "mlp_w4a4_deep.onnx", map_threshold=0)  # no ../shared needed
     t = max((t for t in model.graph.initializer if is_external(t)), key=lambda t: int(np.prod(t.dims)))
     a = data.array(t)
     before = a.copy()
@@ -101,7 +101,7 @@ def _big_overflowing_model(path: Path) -> Path:
 @pytest.mark.parametrize("in_place", [True, False])
 def test_fix_patches_the_mapped_weights_into_a_copy_of_the_file(in_place, tmp_path):
     src = _big_overflowing_model(tmp_path / "m.onnx")
-    model, data = read_model(src)
+    model, data, _ = read_model(src)
     (weight,) = [t for t in model.graph.initializer if is_external(t)]
     original = src.read_bytes()
     outcome = fix_model(lint_model(model, src, Settings(max_prune=100.0, max_damage=100.0), data))
@@ -198,7 +198,7 @@ def test_external_data_past_2_gib(tmp_path):
 def test_fix_writes_the_model_it_read_even_if_the_file_was_replaced_since(tmp_path):
     src = _big_overflowing_model(tmp_path / "m.onnx")
     original = src.read_bytes()
-    model, data = read_model(src)
+    model, data, _ = read_model(src)
     outcome = fix_model(lint_model(model, src, Settings(max_prune=100.0, max_damage=100.0), data))
     replacement = tmp_path / "other.onnx"
     shutil.copy(FIXTURES / "mlp_w2a2.onnx", replacement)

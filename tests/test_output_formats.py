@@ -6,6 +6,7 @@ import json
 
 import pytest
 from conftest import FIXTURES, run_cli
+from fhe_lint.rules import RULES
 
 OVERFLOW = FIXTURES / "mlp_w6a6_unsigned_in.onnx"
 CLEAN = FIXTURES / "mlp_w2a2.onnx"
@@ -19,7 +20,7 @@ def test_sarif_is_schema_valid_and_complete():
     sarif_model.StaticAnalysisResultsFormatSarifVersion210JsonSchema.model_validate(log)  # SARIF 2.1.0 schema
     run = log["runs"][0]
     rules = run["tool"]["driver"]["rules"]
-    assert [r["id"] for r in rules] == ["FHE001", "FHE002", "FHE003", "FHE004", "FHE005"]
+    assert [r["id"] for r in rules] == sorted(RULES)
     assert all(r["shortDescription"]["text"] and r["fullDescription"]["text"] and r["help"]["text"] for r in rules)
     assert {r["defaultConfiguration"]["level"] for r in rules} == {"error", "warning"}
     results = [r for r in run["results"] if r["ruleId"] == "FHE001"]

@@ -69,6 +69,7 @@ class ModelAnalysis:
     graph: Graph
     layers: tuple[LayerAnalysis, ...]
     settings: Settings
+    complaint: str | None = None  # onnx.checker's objection to the file (FHE006)
 
 
 def tap_range(layer: LinearLayer) -> IntRange:
@@ -116,6 +117,6 @@ def analyse_layer(layer: LinearLayer, n_max: int) -> LayerAnalysis:
     return LayerAnalysis(layer, layer_bounds(layer, n_max))
 
 
-def analyse(path: Path, graph: Graph, settings: Settings) -> ModelAnalysis:
+def analyse(path: Path, graph: Graph, settings: Settings, complaint: str | None = None) -> ModelAnalysis:
     layers = tuple(analyse_layer(layer, settings.n_max) for layer in find_linear_layers(graph, settings))
-    return ModelAnalysis(path, graph, layers, settings)
+    return ModelAnalysis(path, graph, layers, settings, complaint)

@@ -86,7 +86,7 @@ def _try(result: LintResult, strategy: str, edits: list[LayerEdit], data: np.nda
                     f"--calibration DATA.npy to measure it and compensate, or lower its bit-widths: "
                     f"{_advice(e, s.n_max)}"))
     fixed, touched = apply(graph, edits)
-    after = lint_model(fixed, result.path, s, graph.data)
+    after = lint_model(fixed, result.path, s, graph.data, result.analysis.complaint)
     if after.fails(s.strict):
         left = next(d for d in after.diagnostics if d.fails(s.strict))
         return _Candidate(strategy, edits, f"the {strategy} fix would still fail: {left.code} at "

@@ -14,7 +14,7 @@ import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from google.protobuf.message import DecodeError, EncodeError
 
@@ -35,12 +35,23 @@ _PROTOBUF_LIMIT = 2**31
 MAP_THRESHOLD = 1024
 
 
-def read_model(path: Path, map_threshold: int = MAP_THRESHOLD) -> tuple[ModelProto, TensorData]:
+class LoadedModel(NamedTuple):
+    model: ModelProto
+    data: TensorData  # reads the model's tensors, mapped or external
+    complaint: str | None  # onnx.checker's objection, if any: reported, not fatal
+
+
+def read_model(path: Path, map_threshold: int = MAP_THRESHOLD) -> LoadedModel:
     """Parse ``path`` as an ONNX model whose large initializers stay in the file.
 
     Each initializer holding at least ``map_threshold`` bytes becomes an external-data reference
     to its own bytes in ``path``, read through the returned :class:`TensorData` by mapping the
     file: loading copies no weight, and the model proto stays small (cheap to check and copy).
+
+    A model that onnx.checker rejects is still returned, with the checker's first line: real
+    producers write models onnxruntime runs and the checker refuses (unsorted nodes, a
+    value_info without a type), and a linter must be as lenient as the runtime. What the analysis
+    cannot stand (a cycle, an undefined tensor, undecodable data) it refuses itself.
     """
     if not path.exists():
         raise ModelLoadError(f"{path}: no such file")
@@ -65,65 +76,56 @@ def read_model(path: Path, map_threshold: int = MAP_THRESHOLD) -> tuple[ModelPro
     except (DecodeError, RuntimeError, ValueError):
         model = None  # protobuf's own parse below says what is wrong
     if model is None:
-        return parse_model(bytes(mapped), path, data), data
-    _accept(model, path, data)
-    return model, data
+        return _parse_model(bytes(mapped), path, data)
+    return LoadedModel(model, data, _accept(model, path, data))
 
 
-def parse_model(data: bytes, path: Path, tensors: TensorData | None = None) -> ModelProto:
-    """Parse and validate serialized ONNX ``data``; ``path`` locates external data and messages.
-
-    External tensors stay external: read them through ``tensors`` (a :class:`TensorData` for
-    ``path`` by default).
-    """
+def _parse_model(data: bytes, path: Path, tensors: TensorData) -> LoadedModel:
+    """Parse serialized ONNX ``data`` (external tensors stay external, read through ``tensors``)."""
     if data[:1] != bytes([_ONNX_FIRST_BYTE]):
         raise ModelLoadError(f"{path}: not an ONNX model (empty or wrong header)")
     # The checker parses the bytes in C++: running it before Python's own parse keeps the two
     # parsed copies from coexisting (peak memory); its verdict waits until the parse has told
     # whether the input is ONNX at all.
-    verdict = _check(data, path)
+    verdict = _check(data)
     model = ModelProto()
     try:
         model.ParseFromString(data)
     except (DecodeError, RuntimeError, ValueError) as e:
         raise ModelLoadError(f"{path}: not an ONNX model or truncated ({e})") from e
-    _accept(model, path, tensors or TensorData(path), checked=True, verdict=verdict)
-    return model
+    return LoadedModel(model, tensors, _accept(model, path, tensors, checked=True, verdict=verdict))
 
 
 def _accept(model: ModelProto, path: Path, tensors: TensorData, checked: bool = False,
-            verdict: ModelLoadError | None = None) -> None:
-    """What every parsed model must be: ONNX at all, valid to onnx.checker (when ``checked``,
-    ``verdict`` is the checker's word on the serialized bytes, which stands unless some tensor's
-    data is elsewhere), and with every external reference inside the model's directory and inside
-    its file."""
+            verdict: str | None = None) -> str | None:
+    """What every parsed model must be: ONNX at all, and with every external reference inside
+    the model's directory and inside its file; returns onnx.checker's complaint (when
+    ``checked``, ``verdict`` is its word on the serialized bytes, which stands unless some
+    tensor's data is elsewhere)."""
     if model.ir_version < 3 or not model.HasField("graph") or not model.graph.node:
         raise ModelLoadError(f"{path}: not an ONNX model (no ir_version or empty graph)")
     external = external_tensors(model)
     if external or not checked:
-        verdict = _check(_without_external_data(model), path)
-    if verdict is not None:
-        raise verdict
+        verdict = _check(_without_external_data(model))
     for t in external:  # checked before any analysis reads one
         try:
             tensors.reference(t)
         except ModelLoadError as e:
             raise ModelLoadError(f"{path}: {e}") from e
+    return verdict
 
 
-def _check(model: bytes, path: Path) -> ModelLoadError | None:
-    """onnx.checker's verdict, tolerating one quirk of QONNX exports: custom quantizer domains
-    used without an opset import."""
+def _check(model: bytes) -> str | None:
+    """onnx.checker's first line of complaint, or None; one quirk of QONNX exports (a custom
+    quantizer domain used without an opset import) is not worth a word."""
     try:
         check_model(model)
     except (ValidationError, ValueError) as e:  # ValueError: e.g. invalid UTF-8 in names
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        missing = re.match(r"No opset import for domain '([^']*)'", first)
+        said = " ".join(str(e).split()) or type(e).__name__  # one line: the node it names included
+        missing = re.match(r"No opset import for domain '([^']*)'", said)
         if missing and missing.group(1) in QONNX_DOMAINS:
             return None
-        error = ModelLoadError(f"{path}: invalid ONNX model: {first}")
-        error.__cause__ = e
-        return error
+        return said if len(said) <= 300 else said[:297] + "..."
     return None
 
 

@@ -60,8 +60,8 @@ def run(cases: int, seed: int = 0) -> tuple[Counter, list[str]]:
             target.unlink(missing_ok=True)  # a new file: the last case's mapping keeps the old one
             target.write_bytes(mutate(data, rng))
             try:
-                model, tensors = read_model(target)
-                result = lint_model(model, target, settings, tensors)
+                model, tensors, complaint = read_model(target)
+                result = lint_model(model, target, settings, tensors, complaint)
                 if result.fails(False):
                     fix_model(result)
                 outcomes["linted"] += 1

@@ -77,3 +77,28 @@ def quantized(tmp: Path, name: str, build, how: str, seed: int = 0) -> Path:
     quantize_static(src, dst, Reader(), quant_format=QuantFormat.QDQ if how == "qdq" else QuantFormat.QOperator,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     return dst
+
+
+def activation_only(path: Path, out: Path) -> Path:
+    """A QDQ model whose weights are plain floats again (each constant DequantizeLinear folded),
+    as a QDQ export that quantizes only activations writes it."""
+    model = onnx.load(path)
+    inits = {t.name: t for t in model.graph.initializer}
+    kept = []
+    for node in model.graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in inits:
+            q = numpy_helper.to_array(inits[node.input[0]]).astype(np.float64)
+            scale = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
+            zp = numpy_helper.to_array(inits[node.input[2]]).astype(np.float64) if len(node.input) > 2 else 0.0
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+            if np.ndim(scale) == 1 and q.ndim > 1:
+                shape = [1] * q.ndim
+                shape[axis] = -1
+                scale, zp = scale.reshape(shape), np.reshape(zp, shape) if np.ndim(zp) else zp
+            model.graph.initializer.append(numpy_helper.from_array(((q - zp) * scale).astype(np.float32), node.output[0]))
+        else:
+            kept.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    onnx.save(model, out)
+    return out

@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 
 from fhe_lint.analysis.accumulators import LayerAnalysis, ModelAnalysis
+from fhe_lint.formats.channels_last import as_channels_first, is_channels_last
 from fhe_lint.analysis.execute import evaluate
 from fhe_lint.analysis.taps import data_input, tap_groups
 from fhe_lint.formats.quantizer import IntRange
@@ -20,7 +21,8 @@ _FLOAT_OPS = frozenset({"Gemm", "MatMul", "Conv", "ConvTranspose"})
 def _measurable(la: LayerAnalysis) -> bool:
     layer = la.layer
     return (la.bounds is not None and layer.weight is not None and layer.op in _FLOAT_OPS
-            and layer.node.domain in ("", "ai.onnx") and layer.input.scale_zero_point is not None)
+            and (layer.node.domain in ("", "ai.onnx") or is_channels_last(layer.node))
+            and layer.input.scale_zero_point is not None)
 
 
 def _integer_op(la: LayerAnalysis, x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -43,7 +45,7 @@ def _integer_op(la: LayerAnalysis, x: np.ndarray, w: np.ndarray) -> np.ndarray:
     graph = helper.make_graph([node], "acc", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, None)],
                               [helper.make_tensor_value_info("acc", TensorProto.DOUBLE, None)],
                               initializer=[numpy_helper.from_array(w, "w")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = as_channels_first(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
     return ReferenceEvaluator(model).run(None, {"x": x})[0]
 
 

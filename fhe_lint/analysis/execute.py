@@ -8,6 +8,7 @@ import zipfile
 import numpy as np
 
 from fhe_lint.errors import FheLintError
+from fhe_lint.formats.channels_last import as_channels_first, is_channels_last
 from fhe_lint.formats.ops import QONNX_DOMAINS
 from fhe_lint.formats.quantizer import ROUNDING, integer_range
 from fhe_lint.io.onnx_proto import ModelProto
@@ -30,6 +31,20 @@ def _quant_ops() -> list[type]:
             for domain in sorted(QONNX_DOMAINS) for op, fn in (("Quant", quant), ("BipolarQuant", bipolar))]
 
 
+def _runnable(model: ModelProto) -> ModelProto:
+    """The model as onnx's evaluator takes it: channels-last ops in standard layout, and an
+    opset import for each custom domain used without one (FINN and qonnx exports omit them)."""
+    imported = {o.domain for o in model.opset_import}
+    missing = {n.domain for n in model.graph.node} - imported - {"", "ai.onnx"}
+    if not missing and not any(is_channels_last(n) for n in model.graph.node):
+        return model
+    copy = ModelProto()
+    copy.CopyFrom(model)
+    for domain in sorted(missing):
+        copy.opset_import.add(domain=domain, version=1)
+    return as_channels_first(copy)
+
+
 def evaluate(model: ModelProto, data: np.ndarray, names: list[str]) -> list[np.ndarray]:
     """Values of the tensors ``names`` when the model's first input is ``data`` (a batch)."""
     import onnx  # the evaluator is onnx's: imported only when a model is run
@@ -37,7 +52,7 @@ def evaluate(model: ModelProto, data: np.ndarray, names: list[str]) -> list[np.n
 
     inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
     try:
-        evaluator = ReferenceEvaluator(model, new_ops=_quant_ops())
+        evaluator = ReferenceEvaluator(_runnable(model), new_ops=_quant_ops())
         elem = onnx.helper.tensor_dtype_to_np_dtype(inputs[0].type.tensor_type.elem_type)
         return evaluator.run(names, {inputs[0].name: data.astype(elem)})
     except Exception as e:  # noqa: BLE001 - any failure of the reference run is a data/model mismatch

@@ -12,13 +12,14 @@ import numpy as np
 from fhe_lint.analysis.accumulators import LayerAnalysis
 from fhe_lint.errors import UnsupportedModelError
 from fhe_lint.formats.graph import attr
-from fhe_lint.formats.layers import SPECS
+from fhe_lint.formats.channels_last import is_channels_last
+from fhe_lint.formats.layers import SPECS, spec_key
 
 MAX_ROWS = 1 << 15  # rows kept per layer: second moments of K taps need far fewer than K^2 rows
 
 
 def data_input(la: LayerAnalysis) -> str:
-    spec = SPECS[("", la.layer.op)]
+    spec = SPECS[spec_key(la.layer.node)]
     return la.layer.node.input[spec.data_of[la.layer.weight.operand]]
 
 
@@ -29,6 +30,8 @@ def tap_groups(la: LayerAnalysis, x: np.ndarray) -> list[tuple[np.ndarray, np.nd
     neurons, fan_in = layer.weight.d.shape
     x = np.asarray(x, dtype=np.float64)
     if layer.op == "Conv":
+        if is_channels_last(layer.node):
+            x = np.moveaxis(x, -1, 1)  # NHWC -> NCHW: the weight's layout
         return _conv_groups(la, x, neurons, fan_in)
     if layer.op == "Gemm":
         trans = attr(layer.node, "transA" if operand == 1 else "transB", 0)
@@ -49,7 +52,8 @@ def _thin(rows: np.ndarray) -> np.ndarray:
 def _conv_groups(la: LayerAnalysis, x: np.ndarray, neurons: int, fan_in: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """im2col: every output position's receptive field, ordered as the weight's ``(C/g, *kernel)``."""
     node = la.layer.node
-    kernel = la.layer.weight.source_values.shape[2:]
+    shape = la.layer.weight.source_values.shape
+    kernel = shape[1:-1] if is_channels_last(node) else shape[2:]
     spatial = len(kernel)
     strides = attr(node, "strides") or [1] * spatial
     dilations = attr(node, "dilations") or [1] * spatial

@@ -15,6 +15,7 @@ from fhe_lint import bounds
 from fhe_lint.analysis.accumulators import LayerAnalysis
 from fhe_lint.analysis.execute import evaluate
 from fhe_lint.analysis.taps import data_input, tap_groups
+from fhe_lint.formats.channels_last import is_channels_last
 from fhe_lint.fix.apply import apply, bias_input
 from fhe_lint.fix.edits import LayerEdit, changed
 from fhe_lint.fix.solve import Problem, moments, solve
@@ -89,7 +90,8 @@ def neuron_grid(la: LayerAnalysis, q: Quantizer) -> tuple[np.ndarray, np.ndarray
 
 def supported(la: LayerAnalysis) -> bool:
     layer = la.layer
-    return (layer.op in DATA_OPS and layer.phases is None and layer.node.domain in ("", "ai.onnx")
+    return (layer.op in DATA_OPS and layer.phases is None
+            and (layer.node.domain in ("", "ai.onnx") or is_channels_last(layer.node))
             and layer.weight is not None and la.bounds is not None)
 
 

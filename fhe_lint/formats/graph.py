@@ -13,6 +13,8 @@ from collections.abc import Iterator
 import numpy as np
 
 from fhe_lint.errors import UnsupportedModelError
+from fhe_lint.formats.channels_last import as_channels_first
+from fhe_lint.formats.ops import QONNX_DOMAINS
 from fhe_lint.io.onnx_proto import ModelProto, NodeProto, TensorProto, attribute_value, to_array
 from fhe_lint.io.tensor_data import TensorData, is_external
 
@@ -84,29 +86,42 @@ class Graph:
     def const_proto(self, tensor: str) -> TensorProto | None:
         return self._const_protos.get(tensor)
 
-    def shape(self, tensor: str) -> list[int] | None:
-        """Static shape of ``tensor`` from ONNX shape inference, run once on a copy whose QONNX
-        quantizers are Identity (a quantizer keeps its input's shape; onnx does not know it)."""
+    def shape(self, tensor: str) -> list[int | None] | None:
+        """Shape of ``tensor`` from ONNX shape inference (``None`` for a symbolic dimension such
+        as a batch ``N``), run once on a copy onnx can read: nodes in dependency order, QONNX
+        quantizers as Identity (a quantizer keeps its input's shape), channels-last ops as their
+        standard op between two transposes, malformed ``value_info`` entries dropped."""
         if self._shapes is None:
-            model = ModelProto()
-            model.CopyFrom(self.model)
-            for node in model.graph.node:
-                if node.domain not in ("", "ai.onnx", "com.microsoft") and node.op_type in ("Quant", "BipolarQuant"):
-                    del node.input[1:]
-                    del node.attribute[:]
-                    node.op_type, node.domain = "Identity", ""
             try:
                 from onnx import shape_inference  # only pools and encrypted products need shapes
 
-                inferred = shape_inference.infer_shapes(model).graph
+                inferred = shape_inference.infer_shapes(self._inferable()).graph
             except Exception:  # noqa: BLE001 - inference is best effort; unknown shapes stay unknown
-                inferred = model.graph
+                inferred = self.model.graph
             self._shapes = {}
             for v in (*inferred.input, *inferred.value_info, *inferred.output):
-                dims = v.type.tensor_type.shape.dim
-                if v.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
-                    self._shapes[v.name] = [d.dim_value for d in dims]
+                if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape"):
+                    dims = v.type.tensor_type.shape.dim
+                    self._shapes[v.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
         return self._shapes.get(tensor)
+
+    def _inferable(self) -> ModelProto:
+        model = ModelProto()
+        model.CopyFrom(self.model)
+        g = model.graph
+        ordered = [NodeProto() for _ in self.nodes]
+        for copy, node in zip(ordered, self.topological()):
+            copy.CopyFrom(node)
+            if node.domain in QONNX_DOMAINS and node.op_type in ("Quant", "BipolarQuant"):
+                del copy.input[1:]
+                del copy.attribute[:]
+                copy.op_type, copy.domain = "Identity", ""
+        del g.node[:]
+        g.node.extend(ordered)
+        kept = [v for v in g.value_info if v.type.HasField("tensor_type") and v.type.tensor_type.elem_type]
+        del g.value_info[:]
+        g.value_info.extend(kept)
+        return as_channels_first(model)
 
     def declared_type(self, tensor: str) -> int | None:
         """The element type a graph input, output or value_info declares for ``tensor``."""

@@ -17,6 +17,7 @@ import numpy as np
 from fhe_lint.errors import UnsupportedModelError
 from fhe_lint.formats import float_model, qdq, qonnx, qoperator
 from fhe_lint.formats.graph import Graph, attr
+from fhe_lint.formats.ops import CHANNELS_LAST_DOMAIN, QONNX_DOMAINS
 from fhe_lint.formats.quantizer import InputRange, IntRange, Quantizer
 from fhe_lint.formats.walk import input_range
 from fhe_lint.formats.weights import WeightTensor, weight_chain, weight_tensor
@@ -40,6 +41,7 @@ SPECS: dict[tuple[str, str], LayerSpec] = {
     ("", "MatMul"): LayerSpec("matmul", (1, 0), {1: 0, 0: 1}),
     ("", "Conv"): LayerSpec("conv", (1,), {1: 0}, bias=2),
     ("", "ConvTranspose"): LayerSpec("convtranspose", (1,), {1: 0}, bias=2),
+    (CHANNELS_LAST_DOMAIN, "Conv"): LayerSpec("conv", (1,), {1: 0}, bias=2),  # NHWC data, OIHW weights
     ("", "QLinearConv"): LayerSpec("conv", (3,), {3: 0}, {0: 2, 3: 5}, bias=8),
     ("", "QLinearMatMul"): LayerSpec("matmul", (3, 0), {3: 0, 0: 3}, {0: 2, 3: 5}),
     ("com.microsoft", "QGemm"): LayerSpec("gemm", (3, 0), {3: 0, 0: 3}, {0: 2, 3: 5}, bias=6),
@@ -148,8 +150,12 @@ def _runtime(graph: Graph, spec: LayerSpec, layer: NodeProto, data: int) -> tupl
     return qdq.runtime(graph, layer.input[data], operand(spec.bias))
 
 
+def spec_key(node: NodeProto) -> tuple[str, str]:
+    return node.domain if node.domain != "ai.onnx" else "", node.op_type
+
+
 def _layer(graph: Graph, node: NodeProto, settings: Settings) -> LinearLayer | None:
-    spec = SPECS[(node.domain if node.domain != "ai.onnx" else "", node.op_type)]
+    spec = SPECS[spec_key(node)]
     name, op = graph.name(node), node.op_type
     chains = {i: weight_chain(graph, node.input[i]) for i in spec.weight_operands if len(node.input) > i}
     constant = [i for i, (src, _, _) in chains.items() if src is not None]
@@ -176,11 +182,15 @@ def find_linear_layers(graph: Graph, settings: Settings) -> list[LinearLayer]:
     """Every linear layer that computes on run-time data, in graph order."""
     layers = []
     for node in graph.topological():
-        key = (node.domain if node.domain != "ai.onnx" else "", node.op_type)
+        key = spec_key(node)
         if key in SPECS:
             layer = _layer(graph, node, settings)
-        elif key[0] == "" and node.op_type in SUM_OPS:
+        elif key in SUM_OPS:
             layer = _sum_layer(graph, node, settings)
+        elif _looks_linear(graph, node):
+            op = f"{node.domain}.{node.op_type}" if key[0] else node.op_type
+            layer = LinearLayer(node, graph.name(node), node.op_type, None, None,
+                                f"{op} looks like a linear layer, but fhe-lint does not know how it computes")
         else:
             continue
         if layer is not None:
@@ -188,6 +198,26 @@ def find_linear_layers(graph: Graph, settings: Settings) -> list[LinearLayer]:
     if not layers:
         raise UnsupportedModelError("no linear layer (Gemm, MatMul, Conv, ...) on run-time data: nothing to check")
     return layers
+
+
+_LINEAR_NAMES = ("conv", "matmul", "gemm", "dense", "linear", "fullyconnected", "einsum", "attention",
+                 "matrixvector", "vectorvector")
+
+
+def _looks_linear(graph: Graph, node: NodeProto) -> bool:
+    """An op fhe-lint cannot read that may hide an accumulator: named like a linear layer (in any
+    domain), or a custom op multiplying run-time data by a constant of two or more dimensions.
+    Naming it (FHE005) keeps "nothing to check" from ever meaning "nothing was read"."""
+    name = node.op_type.lower()
+    if name.endswith("quantizelinear"):  # (De)QuantizeLinear: a quantizer, whatever its name says
+        return False
+    if any(word in name for word in _LINEAR_NAMES):
+        return True
+    if spec_key(node)[0] in ("", "com.microsoft") or node.domain in QONNX_DOMAINS:
+        return False
+    tainted = graph.encrypted_tensors()
+    return any(i in tainted for i in node.input) and any(
+        graph.is_const(i) and len(graph.const_proto(i).dims) >= 2 for i in node.input if i)
 
 
 # --- weightless sums: pools add their window's inputs; an encrypted MatMul adds products ---
@@ -198,42 +228,62 @@ def _encrypted_product(graph: Graph, spec: LayerSpec, node: NodeProto, settings:
     of the two ranges. Reported, never fixed: there is no weight to prune."""
     name, op = graph.name(node), node.op_type
     tainted = graph.encrypted_tensors()
-    if not all(t in tainted for t in node.input[:2]):
+    operands = [i for i in spec.weight_operands if len(node.input) > i]
+    if not all(node.input[i] in tainted for i in operands):
         return LinearLayer(node, name, op, None, None,
                            "its weight is computed by ops from constants, which fhe-lint does not evaluate")
-    if spec.family != "matmul" or spec.zero_points:
+    if spec.family != "matmul":
         return LinearLayer(node, name, op, None, None, "both operands are computed at run time")
-    a, why_a = _data_range(graph, spec, node, 0, settings)
-    b, why_b = _data_range(graph, spec, node, 1, settings)
-    shape = graph.shape(node.input[0])
-    if a is None or b is None or shape is None:
-        return LinearLayer(node, name, op, None, None, why_a or why_b or "the shape of its operands is unknown")
+    a, why_a = _data_range(graph, spec, node, operands[-1], settings)
+    b, why_b = _data_range(graph, spec, node, operands[0], settings)
+    taps, why_k = _extent(graph.shape(node.input[0]), [-1], "its operands")
+    if a is None or b is None or taps is None:
+        return LinearLayer(node, name, op, None, None, why_a or why_b or why_k)
     corners = [x * y for x in (a.range.lo, a.range.hi) for y in (b.range.lo, b.range.hi)]
     product = InputRange(IntRange(min(corners), max(corners)), max(a.bits, b.bits), a.quantizers + b.quantizers)
-    return LinearLayer(node, name, op, None, product, taps=int(shape[-1]))
+    return LinearLayer(node, name, op, None, product, taps=taps)
 
 
-SUM_OPS = frozenset({"AveragePool", "GlobalAveragePool", "ReduceSum"})
+# Weightless sums: (domain, op) -> how its taps are counted. QOperator's pools (com.microsoft)
+# read integers directly, and may keep channels last.
+SUM_OPS: dict[tuple[str, str], str] = {
+    ("", "AveragePool"): "kernel", ("", "GlobalAveragePool"): "global", ("", "ReduceSum"): "reduce",
+    ("com.microsoft", "QLinearAveragePool"): "kernel", ("com.microsoft", "QLinearGlobalAveragePool"): "global",
+}
 
 
 def _sum_layer(graph: Graph, node: NodeProto, settings: Settings) -> LinearLayer | None:
     name, op = graph.name(node), node.op_type
     if graph.is_const(node.input[0]):
         return None
-    if op == "AveragePool":
-        taps = int(np.prod(attr(node, "kernel_shape", [1])))
+    how = SUM_OPS[(node.domain, op)]
+    if how == "kernel":
+        taps: int | None = int(np.prod(attr(node, "kernel_shape", [1])))
     else:
         shape = graph.shape(node.input[0])
-        if shape is None:
-            return LinearLayer(node, name, op, None, None, "the shape of its input is unknown")
-        if op == "GlobalAveragePool":
-            taps = int(np.prod(shape[2:]))
+        if how == "global":
+            spatial = None if shape is None else (list(range(1, len(shape) - 1)) if attr(node, "channels_last", 0)
+                                                  else list(range(2, len(shape))))
+            taps, why = _extent(shape, spatial, "its input")
         else:
             axes = [int(a) for a in graph.const(node.input[1]).ravel()] if len(node.input) > 1 and node.input[1] \
                 else (attr(node, "axes") or [])
             if not axes and attr(node, "noop_with_empty_axes", 0):
                 return None
-            axes = axes or list(range(len(shape)))
-            taps = int(np.prod([shape[a] for a in axes]))
+            taps, why = _extent(shape, axes or None, "its input")
+        if taps is None:
+            return LinearLayer(node, name, op, None, None, why)
+    if node.domain == "com.microsoft":
+        return LinearLayer(node, name, op, None, qoperator.input_range(graph, node, node.input[0]), taps=taps)
     rng, why = _walked_or_assumed(graph, node.input[0], settings)
     return LinearLayer(node, name, op, None, rng, why, taps=taps)
+
+
+def _extent(shape: list[int | None] | None, axes: list[int] | None, what: str) -> tuple[int | None, str | None]:
+    """How many elements ``axes`` of ``shape`` hold (all axes when None), or why that is unknown."""
+    if shape is None:
+        return None, f"the shape of {what} is unknown (not declared, and shape inference cannot tell)"
+    dims = [shape[a] for a in (axes if axes is not None else range(len(shape)))]
+    if any(d is None for d in dims):
+        return None, f"the shape of {what} is {['?' if d is None else d for d in shape]}: a summed dimension is symbolic"
+    return int(np.prod(dims)), None

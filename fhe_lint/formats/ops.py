@@ -6,6 +6,10 @@ from __future__ import annotations
 # Where QONNX's quantizers live: Brevitas exports, qonnx, and FINN's older name.
 QONNX_DOMAINS = frozenset({"onnx.brevitas", "qonnx.custom_op.general", "finn.custom_op.general"})
 
+# qonnx's channels-last ops (Conv, MaxPool, BatchNormalization on NHWC data, as hls4ml uses them):
+# the standard op's semantics with the channel axis last.
+CHANNELS_LAST_DOMAIN = "qonnx.custom_op.channels_last"
+
 # Ops that only rearrange a tensor (a weight's layout follows them exactly).
 LAYOUT_OPS = frozenset({"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
 # Ops whose outputs are copies of some of their input's values, whatever their attributes: the

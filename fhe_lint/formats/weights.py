@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fhe_lint.errors import UnsupportedModelError
+from fhe_lint.formats.channels_last import is_channels_last
 from fhe_lint.formats.graph import Graph, attr
 from fhe_lint.formats.ops import LAYOUT_OPS
 from fhe_lint.formats.qonnx import is_qonnx_quant
@@ -133,6 +134,8 @@ def weight_chain(graph: Graph, tensor: str) -> tuple[str | None, NodeProto | Non
 def _to_neuron_major(family: str, node: NodeProto, is_a: bool, a: np.ndarray) -> np.ndarray:
     """Lay out a weight as (neurons, fan_in) following the op's definition, never a guess."""
     if family == "conv":
+        if is_channels_last(node):  # O, *kernel, I -> O, I, *kernel: taps in the standard order
+            a = np.moveaxis(a, -1, 1)
         return a.reshape(a.shape[0], -1)
     if family == "convtranspose":  # (C_in, C_out/g, *k): neuron = output channel
         g = attr(node, "group", 1)

@@ -161,3 +161,12 @@ def test_rounding_mode_with_invalid_utf8(tmp_path):
 def test_absurd_zero_point(tmp_path):
     """Found by the fuzzer: a zero-point no integer type holds."""
     assert_one_line_error(run_cli(save(gemm_model(zero_point=1e30), tmp_path / "zp.onnx")), "far outside")
+
+
+def test_a_name_that_is_not_utf8_is_refused_not_passed_on(tmp_path):
+    """Found by the fuzzer once the checker's verdict became a warning: protobuf hands such a
+    string over as bytes, which no name comparison survives."""
+    data = onnx.load(CLEAN).SerializeToString()
+    name = onnx.load(CLEAN).graph.node[2].name.encode()
+    (tmp_path / "name.onnx").write_bytes(data.replace(name, b"\xff\xfe" + name[2:], 1))
+    assert_one_line_error(run_cli(tmp_path / "name.onnx"), "is not valid UTF-8")

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
-from google.protobuf.message import DecodeError, EncodeError
+from google.protobuf.message import DecodeError, EncodeError, Message
 
 from fhe_lint.io import protowire
 from fhe_lint.errors import FixError, ModelLoadError
@@ -104,6 +104,9 @@ def _accept(model: ModelProto, path: Path, tensors: TensorData, checked: bool = 
     tensor's data is elsewhere)."""
     if model.ir_version < 3 or not model.HasField("graph") or not model.graph.node:
         raise ModelLoadError(f"{path}: not an ONNX model (no ir_version or empty graph)")
+    broken = _not_utf8(model)
+    if broken is not None:  # protobuf hands such a string over as bytes: no name would compare
+        raise ModelLoadError(f"{path}: a {broken} is not valid UTF-8")
     external = external_tensors(model)
     if external or not checked:
         verdict = _check(_without_external_data(model))
@@ -113,6 +116,23 @@ def _accept(model: ModelProto, path: Path, tensors: TensorData, checked: bool = 
         except ModelLoadError as e:
             raise ModelLoadError(f"{path}: {e}") from e
     return verdict
+
+
+def _not_utf8(message: Message) -> str | None:
+    """The first text field (a name, an op type, a domain...) holding bytes that are not UTF-8:
+    the checker refused these, and leniency must not let them through."""
+    for field, value in message.ListFields():
+        repeated = getattr(field, "is_repeated", None)  # protobuf >= 5.28; older ones have only label
+        values = value if (repeated if repeated is not None else field.label == field.LABEL_REPEATED) else (value,)
+        if field.type == field.TYPE_STRING and any(isinstance(v, bytes) for v in values):
+            return f"{message.DESCRIPTOR.name}.{field.name}"
+        if field.type == field.TYPE_MESSAGE:
+            for v in values:
+                if isinstance(v, Message):
+                    broken = _not_utf8(v)
+                    if broken is not None:
+                        return broken
+    return None
 
 
 def _check(model: bytes) -> str | None:

@@ -169,8 +169,10 @@ def _layer(graph: Graph, node: NodeProto, settings: Settings) -> LinearLayer | N
     source, qnode, path = chains[operand]
     q = _weight_quantizer(graph, spec, node, operand, source, qnode, settings)
     if q is None:
-        return LinearLayer(node, name, op, None, None, "its weight is a float constant with no quantizer "
-                           "(give --weight-bits and --input-bits for a float model)")
+        known, _ = _data_range(graph, spec, node, spec.data_of[operand], settings)
+        flags = "--weight-bits" if known is not None else "--weight-bits and --input-bits"
+        return LinearLayer(node, name, op, None, known, "its weight is a float constant with no quantizer "
+                           f"(give {flags} to check it as Concrete ML's post-training quantization would)")
     weight = weight_tensor(graph, spec.family, node, operand, source, q, path)
     data = spec.data_of[operand]
     rng, why = _data_range(graph, spec, node, data, settings)

@@ -72,7 +72,7 @@ def layer_table(r: FileReport) -> str:
     for j in r.layers:
         bits = j.accumulator_bits
         rows.append([
-            j.node, j.op, j.neurons, j.fan_in, f"{j.weight_bits}/{j.input_bits}", j.omega, j.max_nonzero,
+            j.node, j.op, j.neurons, j.fan_in, f"{j.weight_bits or '-'}/{j.input_bits or '-'}", j.omega, j.max_nonzero,
             "unknown" if j.accumulator_range is None else f"[{j.accumulator_range[0]}, {j.accumulator_range[1]}]",
             bits, None if bits is None else n_max - bits,
         ])

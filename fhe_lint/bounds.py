@@ -78,6 +78,12 @@ def range_bits(lo: np.ndarray, hi: np.ndarray, signed: bool | None = None) -> np
     return np.maximum(np.where(is_signed, as_signed, unsigned), 1)
 
 
+def layer_bits(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Each neuron's bits in its layer's one integer type, signed if any neuron can go negative."""
+    signed = bool((np.asarray(lo) < 0).any()) if np.size(lo) else False
+    return range_bits(lo, hi, signed=signed), signed
+
+
 def window(n_max: int | np.ndarray, signed: bool) -> tuple:
     """The integer range that fits in ``n_max`` bits: ``range_bits(lo, hi, signed) <= n_max``
     exactly when ``low <= lo`` and ``hi <= high``; two comparisons instead of bit lengths.

@@ -106,9 +106,8 @@ def layer_bounds(layer: LinearLayer, n_max: int) -> LayerBounds:
         d = layer.weight.d
         lo, hi = _interval(layer, d, x)
         nonzero, omega = bounds.nonzero_count(d), bounds.omega(n_max, layer.weight.bits, layer.input.bits)
-    signed = bool((lo < 0).any()) if lo.size else False
-    return LayerBounds(lo, hi, bounds.range_bits(lo, hi, signed=signed), nonzero, omega,
-                       _runtime_range(layer))
+    bits, _ = bounds.layer_bits(lo, hi)
+    return LayerBounds(lo, hi, bits, nonzero, omega, _runtime_range(layer))
 
 
 def analyse_layer(layer: LinearLayer, n_max: int) -> LayerAnalysis:

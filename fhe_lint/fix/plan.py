@@ -16,6 +16,7 @@ from fhe_lint import bounds
 from fhe_lint.analysis.accumulators import LayerAnalysis, ModelAnalysis, tap_range
 from fhe_lint.diagnostics import Diagnostic, Requirement
 from fhe_lint.fix.edits import LayerEdit
+from fhe_lint.formats.quantizer import IntRange
 from fhe_lint.parallel import map_blocks
 
 
@@ -161,6 +162,18 @@ def _prefix_reaching(cumulative: np.ndarray, need: np.ndarray) -> np.ndarray:
         need = np.clip(need, 0, np.iinfo(cumulative.dtype).max)
     need = need.astype(cumulative.dtype)[:, None]
     return np.where(need[:, 0] > 0, 1 + np.count_nonzero(cumulative < need, axis=1), 0)
+
+
+def prune_to_fit(d: np.ndarray, magnitude: np.ndarray, x: IntRange, n_max: int) -> np.ndarray:
+    """Flat positions (row-major in ``d``) whose zeroing makes every row's exact worst case fit
+    ``n_max`` bits: ``--fix``'s L1 rule on bare arrays, for the training guard."""
+    lo, hi = bounds.accumulator_interval(d, x.lo, x.hi)
+    bits, signed = bounds.layer_bits(lo, hi)
+    rows = np.flatnonzero(bits > n_max)
+    n = d.shape[0]
+    index = np.arange(d.size, dtype=np.int64).reshape(d.shape)
+    taps = _Taps(d, magnitude.astype(np.float32), index, lo, hi, bounds.nonzero_count(d))
+    return _plan(taps, x, signed, rows, np.full(n, n_max, dtype=np.int64), np.full(n, -1, dtype=np.int64))
 
 
 def plan(analysis: ModelAnalysis, diagnostics: Iterable[Diagnostic],

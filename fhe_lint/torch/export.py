@@ -1,0 +1,59 @@
+"""A Brevitas model as fhe-lint sees it: exported to QONNX exactly as Concrete ML's
+``compile_brevitas_qat_model`` exports it, then read by the CLI's own loader and rules."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from fhe_lint.errors import FheLintError
+from fhe_lint.linter import LintResult, lint_path
+from fhe_lint.report.model import FileReport
+from fhe_lint.settings import Settings
+
+
+@contextlib.contextmanager
+def _exported(model: Any, example_input: Any) -> Iterator[Path]:
+    """The model's QONNX export in a temporary file, made in eval mode without gradients; the
+    model's mode is restored afterwards."""
+    try:
+        import torch
+        from brevitas.export import export_qonnx
+    except ImportError as e:
+        raise FheLintError('fhe_lint.torch needs the "torch" extra: pip install torch brevitas onnxoptimizer') from e
+    was_training = model.training
+    model.eval()
+    try:
+        with tempfile.TemporaryDirectory() as tmp, torch.no_grad(), warnings.catch_warnings(), \
+                contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")  # the exporter's progress and deprecation chatter
+            path = Path(tmp) / "model.onnx"
+            export_qonnx(model, example_input, export_path=str(path))
+            yield path
+    finally:
+        model.train(was_training)
+
+
+def analysed_export(model: Any, example_input: Any, settings: Settings | None = None) -> LintResult:
+    """fhe-lint's full analysis (layers, exact bounds, findings) of the model's QONNX export."""
+    with _exported(model, example_input) as path:
+        return lint_path(path, settings or Settings())
+
+
+def lint_module(model: Any, example_input: Any, settings: Settings | None = None) -> FileReport:
+    """The report ``fhe-lint`` gives on the model's QONNX export (the same typed report every
+    output format reads), with the model's class name as its path."""
+    with _exported(model, example_input) as path:
+        from fhe_lint.runner import run_file
+
+        report = run_file(path, settings or Settings())
+    label = Path(f"<{type(model).__name__}>")
+    if report.error is not None:
+        raise FheLintError(report.error.replace(str(path), str(label)))
+    return replace(report, path=label)

@@ -1,0 +1,269 @@
+"""The accumulator guard: the exact per-neuron bound of ``fhe-lint``, kept during training.
+
+Two tools, one bound. ``penalty()`` is a differentiable term for the loss: how far each neuron's
+worst case (computed on its real-valued weight levels ``w / scale``, so gradients flow) lies past
+the ``n_max`` window; with it the network learns to spend its accumulator budget where it helps.
+``step()`` is the hard guarantee: on the integer weights Brevitas will export it computes the
+exact bound with ``fhe_lint.bounds`` and, in each neuron that still overflows (only those),
+prunes the smallest-|w| weights ``--fix`` would prune, with masks that only grow
+(``torch.nn.utils.prune``). ``finalize()`` makes the masks permanent.
+
+The input range of each layer is the one fhe-lint reads from the model's QONNX export (so
+narrow ranges, unsigned ReLU outputs and zero padding are exactly the CLI's), taken once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fhe_lint import bounds
+from fhe_lint.analysis.accumulators import tap_range
+from fhe_lint.errors import FheLintError
+from fhe_lint.fix.plan import prune_to_fit
+from fhe_lint.formats.quantizer import IntRange
+from fhe_lint.settings import Settings
+from fhe_lint.torch.export import analysed_export
+
+GUARDED = ("QuantLinear", "QuantConv1d", "QuantConv2d", "QuantConv3d")
+_ROUNDS = 8  # projections first, then pruning: a per-tensor scale can move when a neuron's largest weight does
+
+
+def shrinkage(level: np.ndarray, x: IntRange, low: float, high: float, iterations: int = 50) -> np.ndarray:
+    """Per row of real-valued weight levels, the smallest soft threshold ``tau`` (each |level|
+    but the row's largest reduced by ``tau``, those below it to 0) after which the row's worst
+    case over inputs in ``x`` lies within ``[low, high]``: the Euclidean projection onto the
+    bound, an L1 budget on the positive and on the negative levels (weighted by the input's two
+    ends). The row's largest weight is kept: it sets the quantizer's scale (per channel, or, for
+    the row holding it, per tensor), and shrinking it would only re-scale every level back."""
+    magnitude = np.abs(level)
+    positive = level > 0
+    top = np.zeros(level.shape, dtype=bool)
+    top[np.arange(len(level)), magnitude.argmax(axis=1)] = True
+
+    def fits(tau: np.ndarray) -> np.ndarray:
+        kept = np.where(top, magnitude, np.maximum(magnitude - tau[:, None], 0.0))
+        p, n = (kept * positive).sum(axis=1), (kept * ~positive).sum(axis=1)
+        return (x.hi * p - x.lo * n <= high) & (x.lo * p - x.hi * n >= low)
+
+    lo_tau, hi_tau = np.zeros(len(level)), magnitude.max(axis=1, initial=0.0)
+    for _ in range(iterations):
+        mid = (lo_tau + hi_tau) / 2
+        ok = fits(mid)
+        hi_tau, lo_tau = np.where(ok, mid, hi_tau), np.where(ok, lo_tau, mid)
+    return hi_tau
+
+
+@dataclass
+class Change:
+    """What one :meth:`AccumulatorGuard.step` did to a layer."""
+
+    projected: int = 0  # neurons whose weights were shrunk onto the bound (counted per round)
+    pruned: int = 0  # weights masked to zero
+
+
+@dataclass
+class GuardedLayer:
+    name: str  # the module's path in the model
+    module: Any
+    x: IntRange  # what one tap reads: the input quantizer's integers (and padding's zeros)
+    scale: Any = None  # the weight scale of the latest training forward, with its autograd graph
+    window: tuple[int, int] = (0, 0)  # the n_max window of the layer's integer type (set by the guard)
+    full_scale: int = 1  # the largest weight level, 2^(bits-1) - 1
+    pressure: Any = None  # per neuron, the penalty's weight: doubled each step it overflowed, halved back
+
+    def __post_init__(self) -> None:
+        def keep(_: Any, __: Any, out: Any) -> None:
+            self.scale = out.scale if self.module.training and hasattr(out, "scale") else None
+
+        self.module.weight_quant.register_forward_hook(keep)
+
+
+def _torch() -> Any:
+    import torch
+
+    return torch
+
+
+def _weight(module: Any) -> Any:
+    """The weight as the next forward will see it (a pruned module's mask applied now, not at
+    its next forward pre-hook)."""
+    if hasattr(module, "weight_orig"):
+        return module.weight_orig * module.weight_mask
+    return module.weight
+
+
+def levels(module: Any) -> np.ndarray:
+    """``q_w - zp_w`` per neuron, ``(neurons, fan_in)``: the integers Brevitas exports."""
+    torch = _torch()
+    with torch.no_grad():
+        if hasattr(module, "weight_orig"):
+            module.weight = _weight(module)
+        q = module.quant_weight()
+        d = torch.round(q.value / q.scale + q.zero_point) - torch.round(q.zero_point)
+        return d.reshape(d.shape[0], -1).to(torch.int64).cpu().numpy()
+
+
+class AccumulatorGuard:
+    """Keeps every Brevitas linear layer's exact worst-case accumulator within ``n_max`` bits."""
+
+    def __init__(self, model: Any, example_input: Any, n_max: int = 16, margin: float = 0.02) -> None:
+        self.model, self.n_max, self.margin = model, n_max, margin
+        order = _forward_order(model, example_input)
+        analysis = analysed_export(model, example_input, Settings(n_max=n_max)).analysis
+        exported = [la for la in analysis.layers if la.layer.weight is not None]
+        if len(exported) != len(order):
+            raise FheLintError(f"the export has {len(exported)} weighted layers, the model calls {len(order)} "
+                               f"Brevitas layers ({', '.join(n for n, _ in order)}): cannot pair them")
+        self.layers: list[GuardedLayer] = []
+        self.unguarded: dict[str, str] = {}  # module path -> why its bound is unknown (FHE005)
+        for (name, module), la in zip(order, exported):
+            if levels(module).shape != la.layer.weight.d.shape:
+                raise FheLintError(f"{name}: its weight is {levels(module).shape} per neuron, the exported "
+                                   f"{la.name} {la.layer.weight.d.shape}: cannot pair them")
+            if la.bounds is None:
+                self.unguarded[name] = la.layer.unknown or "range unknown"
+            else:
+                full_scale = 2 ** (la.layer.weight.bits - 1) - 1
+                self.layers.append(GuardedLayer(name, module, tap_range(la.layer), full_scale=full_scale,
+                                                pressure=_torch().ones(la.layer.weight.d.shape[0])))
+                self._overflowing(self.layers[-1])
+
+    def bits(self) -> dict[str, np.ndarray]:
+        """Each guarded layer's per-neuron worst-case bits, as ``fhe-lint`` computes them."""
+        out = {}
+        for g in self.layers:
+            lo, hi = bounds.accumulator_interval(levels(g.module), g.x.lo, g.x.hi)
+            out[g.name] = bounds.layer_bits(lo, hi)[0]
+        return out
+
+    def step(self) -> dict[str, Change]:
+        """Bring every overflowing neuron (and only those) back within the exact bound: first by
+        projecting its weights onto the bound (soft-thresholding, which keeps the large weights
+        and zeroes the smallest, as the bound is an L1 budget per sign), then, for what rounding
+        still leaves over, by pruning the smallest-|w| weights with masks that only grow. Each
+        neuron that overflowed also doubles its weight in :meth:`penalty` (halved back, to 1,
+        while it fits). Returns what changed, per layer (empty: nothing did)."""
+        torch = _torch()
+        changed: dict[str, Change] = {}
+        for g in self.layers:
+            over = self._overflowing(g)
+            grew = torch.zeros(len(g.pressure), dtype=torch.bool)
+            grew[torch.as_tensor(over)] = True
+            g.pressure = torch.where(grew, g.pressure * 2, (g.pressure / 2).clamp(min=1.0))
+            change = Change()
+            for round_ in range(_ROUNDS):
+                if over.size == 0:
+                    break
+                if round_ < _ROUNDS // 2:
+                    self._project(g, over, margin=self.margin * 2**round_)
+                    change.projected += int(over.size)
+                else:
+                    magnitude = _weight(g.module).detach().abs().reshape(len(g.pressure), -1).cpu().numpy()
+                    taps = prune_to_fit(levels(g.module), magnitude, g.x, self.n_max)
+                    _mask_out(g.module, taps)
+                    change.pruned += int(taps.size)
+                over = self._overflowing(g)
+            if over.size:
+                raise FheLintError(f"{g.name}: still overflows after {_ROUNDS} rounds")
+            if change.projected or change.pruned:
+                changed[g.name] = change
+        return changed
+
+    def _overflowing(self, g: GuardedLayer) -> np.ndarray:
+        """The neurons past ``n_max``; also renews the layer's window (its type may turn signed)."""
+        lo, hi = bounds.accumulator_interval(levels(g.module), g.x.lo, g.x.hi)
+        bits, signed = bounds.layer_bits(lo, hi)
+        g.window = bounds.window(self.n_max, signed)
+        return np.flatnonzero(bits > self.n_max)
+
+    def _project(self, g: GuardedLayer, rows: np.ndarray, margin: float) -> None:
+        """Soft-threshold the weights of neurons ``rows`` just enough for their worst case on the
+        real-valued levels to fit the window shrunk by ``margin``."""
+        torch = _torch()
+        with torch.no_grad():
+            w = _weight(g.module)
+            scale = g.module.quant_weight().scale
+            level = (w / scale).reshape(w.shape[0], -1)[rows].cpu().numpy().astype(np.float64)
+            low, high = g.window
+            tau = shrinkage(level, g.x, (1 - margin) * low, (1 - margin) * high)
+            step = torch.as_tensor(tau, dtype=w.dtype).reshape(-1, *[1] * (w.dim() - 1))
+            step = step * (scale if scale.dim() == 0 else scale.reshape(-1, *[1] * (w.dim() - 1))[rows])
+            target = g.module.weight_orig if hasattr(g.module, "weight_orig") else g.module.weight
+            index = torch.as_tensor(rows)
+            chosen = target[index].reshape(len(rows), -1)
+            top = torch.zeros_like(chosen, dtype=torch.bool)
+            top[torch.arange(len(rows)), chosen.abs().argmax(dim=1)] = True
+            shrunk = torch.sign(target[index]) * torch.relu(target[index].abs() - step)
+            target[index] = torch.where(top.reshape(shrunk.shape), target[index], shrunk)
+
+    def penalty(self, strength: float = 0.0025) -> Any:
+        """A differentiable loss term: per neuron, how far its worst case on the real-valued
+        levels ``w / scale`` lies past the window of ``n_max`` bits shrunk by ``margin``
+        (rounding adds the rest), counted in full-scale taps (input range x largest level), so that
+one strength suits every bit-width; zero when everything fits.
+
+        With ``P``/``N`` the sums of a neuron's positive/negative |levels|, ``a = P + N`` and
+        ``s = P - N``: ``hi = x_hi P - x_lo N = (c a + e s) / 2`` and ``-lo = (c a - e s) / 2``
+        with ``c = x_hi - x_lo``, ``e = x_hi + x_lo``; a dozen tensor ops per layer."""
+        torch = _torch()
+        total = torch.zeros(())
+        keep = 1.0 - self.margin
+        for g in self.layers:
+            w = _weight(g.module)
+            # the scale of this step's forward (captured by a hook: no second quantization); not
+            # detached, as the levels are the weights relative to their maximum
+            scale = g.scale if g.scale is not None else g.module.quant_weight().scale
+            level = (w / scale).reshape(w.shape[0], -1)
+            a, s = level.abs().sum(1), level.sum(1)
+            c, e = g.x.hi - g.x.lo, g.x.hi + g.x.lo
+            low, high = g.window
+            over = torch.relu((c * a + e * s) / 2 - keep * high) + torch.relu((c * a - e * s) / 2 + keep * low)
+            total = total + (g.pressure * over).sum() / (c * g.full_scale)
+        return strength * total
+
+    def finalize(self) -> None:
+        """Make the pruning permanent (``prune.remove``): plain weights with zeros, no hooks."""
+        from torch.nn.utils import prune
+
+        for g in self.layers:
+            if hasattr(g.module, "weight_orig"):
+                prune.remove(g.module, "weight")
+
+
+def _mask_out(module: Any, taps: np.ndarray) -> None:
+    """Zero the flat ``(neurons, fan_in)`` positions ``taps`` with a mask that only grows."""
+    torch = _torch()
+    from torch.nn.utils import prune
+
+    with torch.no_grad():
+        if hasattr(module, "weight_mask"):
+            module.weight_mask.view(-1)[torch.as_tensor(taps)] = 0
+            module.weight = _weight(module)
+        else:
+            mask = torch.ones_like(module.weight)
+            mask.view(-1)[torch.as_tensor(taps)] = 0
+            prune.custom_from_mask(module, "weight", mask)
+
+
+def _forward_order(model: Any, example_input: Any) -> list[tuple[str, Any]]:
+    """The Brevitas linear layers in the order a forward pass calls them (the export's order)."""
+    torch = _torch()
+    calls: list[tuple[str, Any]] = []
+    handles = [m.register_forward_pre_hook(lambda mod, args, name=name: calls.append((name, mod)))
+               for name, m in model.named_modules() if type(m).__name__ in GUARDED]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(example_input)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    seen = [name for name, _ in calls]
+    if len(set(seen)) != len(seen):
+        raise FheLintError("a Brevitas layer is called more than once per forward pass: its bound is per call")
+    return calls

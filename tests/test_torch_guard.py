@@ -1,0 +1,155 @@
+"""fhe_lint.torch: the training guard's bound is the CLI's bound on the exported model, a step
+makes every neuron fit and leaves fitting neurons alone, finalize leaves a plain model that
+exports and lints clean. Needs the torch extra; without it here, the tests run in the
+interpreter FHE_LINT_TORCH_PYTHON names (CI: the Concrete environment, which has torch)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+HERE = Path(__file__).resolve().parent
+try:
+    import brevitas.nn as qnn
+    import torch
+    from torch import nn
+except ImportError:  # the extra is elsewhere, or nowhere
+    torch = None
+
+OTHER = os.environ.get("FHE_LINT_TORCH_PYTHON")
+in_process = pytest.mark.skipif(torch is None, reason="torch/brevitas (fhe-lint[torch]) not installed here")
+
+
+@pytest.mark.skipif(torch is not None or not OTHER, reason="the torch extra is installed here (or nowhere)")
+def test_in_the_torch_environment():
+    p = subprocess.run([OTHER, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(Path(__file__))],
+                       capture_output=True, text=True, cwd=HERE.parent, timeout=1800)
+    assert p.returncode == 0 and " passed" in p.stdout, p.stdout[-3000:] + p.stderr[-2000:]
+
+
+def _mixed() -> "nn.Module":
+    """Every input and weight kind in one export: a signed input quantizer, per-tensor and
+    per-channel weights, an unsigned ReLU input, a narrow signed input, a padded Conv."""
+    from brevitas.quant import Int8WeightPerChannelFloat
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inp = qnn.QuantIdentity(bit_width=6, return_quant_tensor=True)
+            self.conv = qnn.QuantConv2d(1, 6, 3, padding=1, weight_bit_width=6, weight_quant=Int8WeightPerChannelFloat)
+            self.relu = qnn.QuantReLU(bit_width=5, return_quant_tensor=True)
+            self.fc1 = qnn.QuantLinear(6 * 16, 40, bias=True, weight_bit_width=7)
+            self.mid = qnn.QuantIdentity(bit_width=6, narrow_range=True, return_quant_tensor=True)
+            self.fc2 = qnn.QuantLinear(40, 5, bias=False, weight_bit_width=8, weight_quant=Int8WeightPerChannelFloat)
+
+        def forward(self, x: "torch.Tensor") -> "torch.Tensor":
+            h = self.relu(self.conv(self.inp(x.reshape(-1, 1, 4, 4))))
+            return self.fc2(self.mid(self.fc1(h.reshape(h.shape[0], -1))))
+
+    torch.manual_seed(0)
+    net = Net()
+    with torch.no_grad():
+        for m in (net.conv, net.fc1, net.fc2):  # a few neurons heavy enough to overflow, others light
+            m.weight.mul_(torch.rand(m.weight.shape[0], *[1] * (m.weight.dim() - 1)) ** 2)
+            m.weight[:2] = torch.randn_like(m.weight[:2]).sign()
+    return net
+
+
+@pytest.fixture(scope="module")
+def net():
+    return _mixed()
+
+
+def _cli_bits(model, example, n_max=12) -> list[tuple[int, ...]]:
+    from fhe_lint.settings import Settings
+    from fhe_lint.torch import lint_module
+
+    report = lint_module(model, example, Settings(n_max=n_max))
+    return [layer.neuron_bits for layer in report.layers if layer.weight_bits is not None]
+
+
+@in_process
+def test_the_guards_bound_is_the_clis_on_the_export(net):
+    from fhe_lint.torch import AccumulatorGuard
+
+    example = torch.rand(1, 16)
+    guard = AccumulatorGuard(net, example, n_max=12)
+    assert [g.name for g in guard.layers] == ["conv", "fc1", "fc2"]
+    assert [g.x for g in guard.layers][1:] == [type(guard.layers[0].x)(0, 31), type(guard.layers[0].x)(-31, 31)]
+    assert [tuple(int(b) for b in bits) for bits in guard.bits().values()] == _cli_bits(net, example)
+
+
+@in_process
+def test_a_step_makes_every_neuron_fit_and_leaves_fitting_ones_alone():
+    from fhe_lint.torch import AccumulatorGuard
+    from fhe_lint.torch.guard import levels
+
+    net, example = _mixed(), torch.rand(1, 16)
+    guard = AccumulatorGuard(net, example, n_max=12)
+    before = {g.name: (g.module.weight.detach().clone(), bits.copy()) for g, bits in zip(guard.layers, guard.bits().values())}
+    assert any((bits > 12).any() for _, bits in before.values())
+    changed = guard.step()
+    assert changed and all(c.projected or c.pruned for c in changed.values())
+    for g, bits in zip(guard.layers, guard.bits().values()):
+        assert (bits <= 12).all(), g.name
+        weight, old_bits = before[g.name]
+        fitting = np.flatnonzero(old_bits <= 12)
+        after = (g.module.weight_orig * g.module.weight_mask) if hasattr(g.module, "weight_orig") else g.module.weight
+        assert torch.equal(after.detach()[fitting], weight[fitting]), g.name  # untouched, bit for bit
+        assert levels(g.module).shape[0] == len(old_bits)
+    assert guard.step() == {}  # nothing left to do
+    assert max(max(b) for b in _cli_bits(net, example)) <= 12
+
+
+@in_process
+def test_the_penalty_is_zero_when_everything_fits_and_pulls_overflowing_neurons_in():
+    from fhe_lint.torch import AccumulatorGuard
+
+    net, example = _mixed(), torch.rand(1, 16)
+    guard = AccumulatorGuard(net, example, n_max=12)
+    net.train()
+    net(torch.rand(8, 16))
+    penalty = guard.penalty()
+    assert penalty.item() > 0 and penalty.requires_grad
+    penalty.backward()
+    grad = net.fc1.weight.grad
+    assert grad is not None and grad[:2].abs().sum() > 0  # the heavy neurons are pushed
+    guard.step()
+    net.zero_grad()
+    net(torch.rand(8, 16))
+    # a projection aims inside the window the penalty measures (a per-tensor scale moving with
+    # the largest weight leaves a trace)
+    assert guard.penalty().item() < 0.01 * penalty.item()
+
+
+@in_process
+def test_finalize_leaves_a_plain_model_that_exports_and_lints_clean(tmp_path):
+    from brevitas.export import export_qonnx
+
+    from fhe_lint.torch import AccumulatorGuard
+
+    net, example = _mixed(), torch.rand(1, 16)
+    guard = AccumulatorGuard(net, example, n_max=12)
+    guard.step()
+    guard.finalize()
+    assert not any(hasattr(m, "weight_orig") or m._forward_pre_hooks for m in net.modules() if hasattr(m, "weight_quant"))
+    net.eval()
+    export_qonnx(net, example, export_path=str(tmp_path / "m.onnx"))
+    p = subprocess.run([sys.executable, "-m", "fhe_lint", str(tmp_path / "m.onnx"), "--n-max", "12", "--select",
+                        "FHE001", "--format", "json"], capture_output=True, text=True)
+    assert p.returncode == 0 and json.loads(p.stdout)["files"][0]["diagnostics"] == []
+
+
+@in_process
+def test_the_example_trains_within_the_bound():
+    p = subprocess.run([sys.executable, str(HERE.parent / "examples" / "train_digits.py"), "--epochs", "4",
+                        "--hidden", "64"], capture_output=True, text=True, timeout=900)
+    result = json.loads(p.stdout.strip().splitlines()[-1])
+    assert p.returncode == 0 and result["fits"] and result["max_bits"] <= 16
+    assert set(result) >= {"accuracy", "fits", "pruned", "seconds"}

@@ -31,7 +31,7 @@ GUARDED = ("QuantLinear", "QuantConv1d", "QuantConv2d", "QuantConv3d")
 _ROUNDS = 8  # projections first, then pruning: a per-tensor scale can move when a neuron's largest weight does
 
 
-def shrinkage(level: np.ndarray, x: IntRange, low: float, high: float, iterations: int = 50) -> np.ndarray:
+def shrinkage(level: np.ndarray, x: IntRange, low: float, high: float, iterations: int = 32) -> np.ndarray:
     """Per row of real-valued weight levels, the smallest soft threshold ``tau`` (each |level|
     but the row's largest reduced by ``tau``, those below it to 0) after which the row's worst
     case over inputs in ``x`` lies within ``[low, high]``: the Euclidean projection onto the
@@ -109,8 +109,9 @@ def levels(module: Any) -> np.ndarray:
 class AccumulatorGuard:
     """Keeps every Brevitas linear layer's exact worst-case accumulator within ``n_max`` bits."""
 
-    def __init__(self, model: Any, example_input: Any, n_max: int = 16, margin: float = 0.02) -> None:
-        self.model, self.n_max, self.margin = model, n_max, margin
+    def __init__(self, model: Any, example_input: Any, n_max: int = 16, margin: float = 0.02, every: int = 2) -> None:
+        self.model, self.n_max, self.margin, self.every = model, n_max, margin, every
+        self._calls = 0
         order = _forward_order(model, example_input)
         analysis = analysed_export(model, example_input, Settings(n_max=n_max)).analysis
         exported = [la for la in analysis.layers if la.layer.weight is not None]
@@ -207,9 +208,14 @@ one strength suits every bit-width; zero when everything fits.
 
         With ``P``/``N`` the sums of a neuron's positive/negative |levels|, ``a = P + N`` and
         ``s = P - N``: ``hi = x_hi P - x_lo N = (c a + e s) / 2`` and ``-lo = (c a - e s) / 2``
-        with ``c = x_hi - x_lo``, ``e = x_hi + x_lo``; a dozen tensor ops per layer."""
+        with ``c = x_hi - x_lo``, ``e = x_hi + x_lo``; a dozen tensor ops per layer. It is
+        computed on every ``every``-th call only (weighted ``every`` times): a regulariser needs
+        no more, and on small networks those ops cost as much as a training step's own."""
         torch = _torch()
         total = torch.zeros(())
+        self._calls += 1
+        if self._calls % self.every:
+            return total
         keep = 1.0 - self.margin
         for g in self.layers:
             w = _weight(g.module)
@@ -222,7 +228,7 @@ one strength suits every bit-width; zero when everything fits.
             low, high = g.window
             over = torch.relu((c * a + e * s) / 2 - keep * high) + torch.relu((c * a - e * s) / 2 + keep * low)
             total = total + (g.pressure * over).sum() / (c * g.full_scale)
-        return strength * total
+        return self.every * strength * total
 
     def finalize(self) -> None:
         """Make the pruning permanent (``prune.remove``): plain weights with zeros, no hooks."""

@@ -112,7 +112,7 @@ def test_the_penalty_is_zero_when_everything_fits_and_pulls_overflowing_neurons_
     from fhe_lint.torch import AccumulatorGuard
 
     net, example = _mixed(), torch.rand(1, 16)
-    guard = AccumulatorGuard(net, example, n_max=12)
+    guard = AccumulatorGuard(net, example, n_max=12, every=1)
     net.train()
     net(torch.rand(8, 16))
     penalty = guard.penalty()
@@ -126,6 +126,18 @@ def test_the_penalty_is_zero_when_everything_fits_and_pulls_overflowing_neurons_
     # a projection aims inside the window the penalty measures (a per-tensor scale moving with
     # the largest weight leaves a trace)
     assert guard.penalty().item() < 0.01 * penalty.item()
+
+
+@in_process
+def test_the_penalty_every_kth_call_weighs_k_times():
+    from fhe_lint.torch import AccumulatorGuard
+
+    net, example = _mixed(), torch.rand(1, 16)
+    each, third = (AccumulatorGuard(net, example, n_max=12, every=k) for k in (1, 3))
+    net.train()
+    net(torch.rand(8, 16))
+    assert third.penalty().item() == pytest.approx(3 * each.penalty().item(), rel=1e-6)
+    assert third.penalty().item() == third.penalty().item() == 0.0 and third.penalty().item() > 0
 
 
 @in_process

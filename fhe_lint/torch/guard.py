@@ -109,7 +109,7 @@ def levels(module: Any) -> np.ndarray:
 class AccumulatorGuard:
     """Keeps every Brevitas linear layer's exact worst-case accumulator within ``n_max`` bits."""
 
-    def __init__(self, model: Any, example_input: Any, n_max: int = 16, margin: float = 0.02, every: int = 2) -> None:
+    def __init__(self, model: Any, example_input: Any, n_max: int = 16, margin: float = 0.02, every: int = 1) -> None:
         self.model, self.n_max, self.margin, self.every = model, n_max, margin, every
         self._calls = 0
         order = _forward_order(model, example_input)
@@ -194,7 +194,7 @@ class AccumulatorGuard:
             step = step * (scale if scale.dim() == 0 else scale.reshape(-1, *[1] * (w.dim() - 1))[rows])
             target = g.module.weight_orig if hasattr(g.module, "weight_orig") else g.module.weight
             index = torch.as_tensor(rows)
-            chosen = target[index].reshape(len(rows), -1)
+            chosen = w[index].reshape(len(rows), -1)  # as the quantizer sees it (masks applied)
             top = torch.zeros_like(chosen, dtype=torch.bool)
             top[torch.arange(len(rows)), chosen.abs().argmax(dim=1)] = True
             shrunk = torch.sign(target[index]) * torch.relu(target[index].abs() - step)
@@ -203,8 +203,8 @@ class AccumulatorGuard:
     def penalty(self, strength: float = 0.0025) -> Any:
         """A differentiable loss term: per neuron, how far its worst case on the real-valued
         levels ``w / scale`` lies past the window of ``n_max`` bits shrunk by ``margin``
-        (rounding adds the rest), counted in full-scale taps (input range x largest level), so that
-one strength suits every bit-width; zero when everything fits.
+        (rounding adds the rest), counted in full-scale taps (input range x largest level), so
+        that one strength suits every bit-width; zero when everything fits.
 
         With ``P``/``N`` the sums of a neuron's positive/negative |levels|, ``a = P + N`` and
         ``s = P - N``: ``hi = x_hi P - x_lo N = (c a + e s) / 2`` and ``-lo = (c a - e s) / 2``
@@ -214,7 +214,7 @@ one strength suits every bit-width; zero when everything fits.
         torch = _torch()
         total = torch.zeros(())
         self._calls += 1
-        if self._calls % self.every:
+        if (self._calls - 1) % self.every:
             return total
         keep = 1.0 - self.margin
         for g in self.layers:

@@ -15,6 +15,7 @@ model itself (``metadata_props`` key ``fhe-lint:ignore``).
     calibration = "data/calib.npy"   # model inputs, relative to this file: --fix measures and compensates
     fix-strategy = "auto"     # prune | compensate | bits | auto
     max-damage = 5            # percent of a layer's weight energy a fix without data may change
+    rounding-bits = 6         # Concrete ML's rounding_threshold_bits: the lookups' width cap
 
     [per-file."legacy/*.onnx"]   # any key above, for the models matching the glob
     n-max = 17
@@ -132,6 +133,7 @@ KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "per-node-ignores": ("node_ignores", _node_ignores),
     "fix-strategy": ("fix_strategy", _choice(*FIX_STRATEGIES)),
     "max-damage": ("max_damage", _number(0, 100)),
+    "rounding-bits": ("rounding_bits", _positive_int(1, 32)),
     "calibration": ("calibration", _path),  # relative to the config file: made absolute in _apply
 }
 

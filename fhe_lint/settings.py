@@ -36,6 +36,7 @@ class Settings:
     max_agreement_drop: float | None = None  # percent of changed predictions a fix may cause
     model_suppressions: bool = True  # honour the model's own fhe-lint:ignore metadata (CI may refuse it)
     exclude: tuple[str, ...] = ()  # path globs a directory walk skips
+    rounding_bits: int | None = None  # Concrete ML's rounding_threshold_bits: the lookups' width cap
     confirm: str | None = None  # "layers": Concrete compiles each multi-sum; "network": Concrete ML the model
     source: str | None = None  # the config file these settings came from, if any
 

@@ -123,6 +123,15 @@ class Graph:
         g.value_info.extend(kept)
         return as_channels_first(model)
 
+    def declared_shape(self, tensor: str) -> list[int | None] | None:
+        """The shape the model itself declares for ``tensor`` (graph input, output or value_info;
+        ``None`` for a symbolic dimension), read without shape inference (nor importing onnx)."""
+        g = self.model.graph
+        for v in (*g.input, *g.value_info, *g.output):
+            if v.name == tensor and v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape"):
+                return [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+        return None
+
     def declared_type(self, tensor: str) -> int | None:
         """The element type a graph input, output or value_info declares for ``tensor``."""
         g = self.model.graph

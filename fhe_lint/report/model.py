@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from fhe_lint.analysis.advice import bit_advice
+from fhe_lint.analysis.cost import LayerCost, model_cost
 from fhe_lint.analysis.accumulators import LayerAnalysis
 from fhe_lint.bounds import int_bits
 from fhe_lint.formats.quantizer import IntRange
@@ -63,10 +64,12 @@ class LayerReport:
     confirmed: bool = False  # --confirm ran on this file
     confirmed_bits: int | None = None  # what Concrete reported
     neuron_bits: tuple[int, ...] = ()  # per neuron, for plots (not in JSON)
+    tlu_count: int | None = None  # table lookups its outputs take per inference (None: unknown)
+    tlu_bits: int | None = None  # their width (None: no lookup)
 
     @classmethod
     def of(cls, la: LayerAnalysis, observed: IntRange | None = None, advise: bool = False,
-           n_max: int = 16) -> LayerReport:
+           n_max: int = 16, cost: LayerCost | None = None) -> LayerReport:
         layer, b = la.layer, la.bounds
         w, x = layer.weight, layer.input
         advice = None
@@ -89,6 +92,8 @@ class LayerReport:
             observed_bits=int_bits(observed.lo, observed.hi) if observed is not None else None,
             advice=advice,
             neuron_bits=_bits(la),
+            tlu_count=cost.tlu_count if cost is not None else None,
+            tlu_bits=cost.tlu_bits if cost is not None else None,
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -101,6 +106,7 @@ class LayerReport:
             "weight_bits": self.weight_bits, "input_bits": self.input_bits, "input_range": pair(self.input_range),
             "omega": self.omega, "max_nonzero": self.max_nonzero,
             "accumulator_range": pair(self.accumulator_range), "accumulator_bits": self.accumulator_bits,
+            "tlu_count": self.tlu_count, "tlu_bits": self.tlu_bits,
         }
         if self.runtime_accumulator_range is not None:
             out["runtime_accumulator_range"] = pair(self.runtime_accumulator_range)
@@ -134,9 +140,18 @@ class FileReport:
            observed: dict[str, IntRange] | None = None) -> FileReport:
         s = result.analysis.settings
         failing = {d.node for d in result.diagnostics if d.code in ("FHE001", "FHE003")}
-        layers = tuple(LayerReport.of(la, (observed or {}).get(la.name), la.name in failing, s.n_max)
+        costs = model_cost(result.analysis, s.rounding_bits)
+        layers = tuple(LayerReport.of(la, (observed or {}).get(la.name), la.name in failing, s.n_max, costs[la.name])
                        for la in result.analysis.layers)
         return cls(result.path, s, layers, result.diagnostics, fix=fix, suppressed=result.suppressed)
+
+    def fhe_cost(self) -> dict[str, Any]:
+        """The model's table lookups per inference (None if a layer's count is unknown) and the
+        widest, as the JSON's ``fhe_cost``."""
+        counts = [layer.tlu_count for layer in self.layers]
+        widths = [layer.tlu_bits for layer in self.layers if layer.tlu_bits is not None]
+        return {"tlu_count": None if None in counts else sum(counts), "max_tlu_bits": max(widths, default=None),
+                "rounding_bits": self.settings.rounding_bits}
 
     def count(self, severity: Severity) -> int:
         return sum(d.severity is severity for d in self.diagnostics)

@@ -12,6 +12,8 @@ def _file_json(r: FileReport) -> dict[str, Any]:
     out: dict[str, Any] = {"path": str(r.path), "n_max": r.settings.n_max, "multiplier": r.settings.multiplier,
                            "layers": [layer.as_json() for layer in r.layers],
                            "diagnostics": [diagnostic_json(d) for d in r.diagnostics]}
+    if r.error is None:
+        out["fhe_cost"] = r.fhe_cost()
     if r.suppressed:
         out["suppressed"] = dict(r.suppressed)
     if r.error is not None:

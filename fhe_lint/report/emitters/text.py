@@ -74,9 +74,10 @@ def layer_table(r: FileReport) -> str:
         rows.append([
             j.node, j.op, j.neurons, j.fan_in, f"{j.weight_bits or '-'}/{j.input_bits or '-'}", j.omega, j.max_nonzero,
             "unknown" if j.accumulator_range is None else f"[{j.accumulator_range[0]}, {j.accumulator_range[1]}]",
-            bits, None if bits is None else n_max - bits,
+            bits, None if bits is None else n_max - bits, j.tlu_count, j.tlu_bits,
         ])
-    headers = ["node", "op", "neurons", "fan-in", "bits w/in", "Ω", "max nz", "range", "acc bits", "headroom"]
+    headers = ["node", "op", "neurons", "fan-in", "bits w/in", "Ω", "max nz", "range", "acc bits", "headroom",
+               "TLUs", "TLU bits"]
     if any(j.confirmed for j in r.layers):
         headers.append("confirmed")
         for row, j in zip(rows, r.layers):

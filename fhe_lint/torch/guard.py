@@ -72,6 +72,8 @@ class GuardedLayer:
     scale: Any = None  # the weight scale of the latest training forward, with its autograd graph
     window: tuple[int, int] = (0, 0)  # the n_max window of the layer's integer type (set by the guard)
     full_scale: int = 1  # the largest weight level, 2^(bits-1) - 1
+    ends: Any = None  # (a, s) of a neuron -> (hi, -lo) of its worst case, see penalty()
+    limits: Any = None  # what hi and -lo may reach: the window shrunk by the margin
     pressure: Any = None  # per neuron, the penalty's weight: doubled each step it overflowed, halved back
 
     def __post_init__(self) -> None:
@@ -178,6 +180,10 @@ class AccumulatorGuard:
         lo, hi = bounds.accumulator_interval(levels(g.module), g.x.lo, g.x.hi)
         bits, signed = bounds.layer_bits(lo, hi)
         g.window = bounds.window(self.n_max, signed)
+        torch, (low, high), keep = _torch(), g.window, 1.0 - self.margin
+        c, e = g.x.hi - g.x.lo, g.x.hi + g.x.lo
+        g.ends = torch.tensor([[c / 2, c / 2], [e / 2, -e / 2]])  # (a, s) -> (hi, -lo)
+        g.limits = torch.tensor([keep * high, -keep * low])
         return np.flatnonzero(bits > self.n_max)
 
     def _project(self, g: GuardedLayer, rows: np.ndarray, margin: float) -> None:
@@ -216,18 +222,15 @@ class AccumulatorGuard:
         self._calls += 1
         if (self._calls - 1) % self.every:
             return total
-        keep = 1.0 - self.margin
         for g in self.layers:
             w = _weight(g.module)
             # the scale of this step's forward (captured by a hook: no second quantization); not
             # detached, as the levels are the weights relative to their maximum
             scale = g.scale if g.scale is not None else g.module.quant_weight().scale
             level = (w / scale).reshape(w.shape[0], -1)
-            a, s = level.abs().sum(1), level.sum(1)
-            c, e = g.x.hi - g.x.lo, g.x.hi + g.x.lo
-            low, high = g.window
-            over = torch.relu((c * a + e * s) / 2 - keep * high) + torch.relu((c * a - e * s) / 2 + keep * low)
-            total = total + (g.pressure * over).sum() / (c * g.full_scale)
+            a_s = torch.stack((level.abs(), level), dim=-1).sum(dim=1)  # (neurons, 2): a, s
+            over = torch.relu(a_s @ g.ends - g.limits)  # past hi's and -lo's limits
+            total = total + (over.sum(dim=1) * g.pressure).sum() / (g.ends[0, 0] * 2 * g.full_scale)
         return self.every * strength * total
 
     def finalize(self) -> None:

@@ -50,7 +50,9 @@ def _check(browser, report, rep: dict, fixed: bool) -> str:
     for f, model in enumerate(drawn):
         for i, layer in enumerate(model["layers"]):
             row = page.locator(f"table[data-model='{model['path']}'] tr[data-layer='{layer['node']}']")
-            assert row.is_visible() and f"\t{layer['accumulator_bits']}\t" in row.inner_text()
+            cells = row.inner_text().split("\t")
+            assert row.is_visible() and str(layer["accumulator_bits"]) in cells
+            assert str(layer["tlu_count"]) in cells  # the cost columns: lookups per inference
             over = layer["accumulator_bits"] > model["n_max"]
             bars = [(f"bar-{f}-{i}", OVERFLOWS if over else FITS)] + ([(f"bar-before-{f}-{i}", BEFORE)] if fixed else [])
             axes = page.locator(f"[id='axes-{f}']").bounding_box()

@@ -46,7 +46,8 @@ def _rows(r: FileReport) -> str:
         cells = [_cell(layer.node), _cell(layer.op), _cell(layer.neurons, True)]
         if fixed:
             cells.append(_cell(bits_before(r, layer), True))
-        cells += [_cell(bits, True), _cell(None if bits is None else r.settings.n_max - bits, True)]
+        cells += [_cell(bits, True), _cell(None if bits is None else r.settings.n_max - bits, True),
+                  _cell(layer.tlu_count, True), _cell(layer.tlu_bits, True)]
         if r.fix is not None:
             cells.append(_cell(_changed(r, layer.node)))
         cells += [_cell("; ".join(by_node.get(layer.node, [])) or None), _cell(_advice(layer))]
@@ -63,7 +64,7 @@ def _table(r: FileReport) -> str:
     headers = ["layer", "op", "neurons"]
     if r.fix is not None and r.fix.bits_before:
         headers.append("bits before --fix")
-    headers += ["bits after --fix" if r.fix is not None else "bits", "headroom"]
+    headers += ["bits after --fix" if r.fix is not None else "bits", "headroom", "table lookups", "lookup bits"]
     if r.fix is not None:
         headers.append("fix")
     headers += ["findings", "advice"]

@@ -119,6 +119,8 @@ def main() -> None:
               help="Float models: unquantized layer inputs are N-bit unsigned integers.")
 @click.option("--rounding-bits", type=click.IntRange(1, 32), metavar="N",
               help="Concrete ML's rounding_threshold_bits: table lookups are at most N bits wide (cost columns).")
+@click.option("--max-lookup-bits", type=click.IntRange(1, 32), metavar="N",
+              help="FHE007: warn about table lookups wider than N bits (off unless given).")
 @click.option("--fix", is_flag=True, help="Change the violating layers until they fit (see --fix-strategy).")
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
               help="With --fix: write the fixed model here instead of over the input.")

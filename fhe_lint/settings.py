@@ -37,6 +37,7 @@ class Settings:
     model_suppressions: bool = True  # honour the model's own fhe-lint:ignore metadata (CI may refuse it)
     exclude: tuple[str, ...] = ()  # path globs a directory walk skips
     rounding_bits: int | None = None  # Concrete ML's rounding_threshold_bits: the lookups' width cap
+    max_lookup_bits: int | None = None  # FHE007's budget for a lookup's width (None: the rule is off)
     confirm: str | None = None  # "layers": Concrete compiles each multi-sum; "network": Concrete ML the model
     source: str | None = None  # the config file these settings came from, if any
 

@@ -10,6 +10,7 @@ from fhe_lint.rules import (
     fhe004_unsupported_op,
     fhe005_unknown_range,
     fhe006_invalid_onnx,
+    fhe007_wide_lookup,
 )
 
 RULES: dict[str, Rule] = {
@@ -21,5 +22,6 @@ RULES: dict[str, Rule] = {
         fhe004_unsupported_op,
         fhe005_unknown_range,
         fhe006_invalid_onnx,
+        fhe007_wide_lookup,
     )
 }

@@ -81,3 +81,14 @@ def test_the_output_arithmetic_agrees_with_onnx_shape_inference(tmp_path):
                 assert _outputs(analysis.graph, la) == int(np.prod(inferred[1:])), (path.name, la.name)
                 checked += 1
     assert checked >= 15
+
+
+def test_the_lookup_budget_rule_is_off_by_default_and_rounding_satisfies_it():
+    model = FIXTURES / "mlp_w6a6_unsigned_in.onnx"
+    _, rep = lint_json(model)
+    assert not [d for d in rep["files"][0]["diagnostics"] if d["code"] == "FHE007"]
+    _, rep = lint_json(model, "--max-lookup-bits", "12", "--select", "FHE007")
+    (d,) = rep["files"][0]["diagnostics"]  # the last layer takes no lookup
+    assert (d["node"], d["bits"], d["limit"], d["tlu_count"], d["severity"]) == ("/seq/seq.1/Gemm", 16, 12, 80, "warning")
+    _, rep = lint_json(model, "--max-lookup-bits", "12", "--rounding-bits", "12", "--select", "FHE007")
+    assert rep["files"][0]["diagnostics"] == []

@@ -2,7 +2,10 @@
 
 ## What it does
 Reports a linear layer (Gemm, MatMul, Conv) whose input or weight is not quantized, so that no
-integer range, hence no accumulator bound, exists for it.
+integer range, hence no accumulator bound, exists for it; a pool or product whose summed
+dimension is symbolic; and an op that looks like a linear layer (a Conv, MatMul, Gemm or
+Attention in any domain, a custom op multiplying run-time data by a constant matrix) that
+fhe-lint cannot read. Each says why.
 
 ## Why it matters
 Without a quantizer in front, Concrete ML picks the bit-widths itself at compile time (post-

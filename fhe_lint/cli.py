@@ -175,8 +175,7 @@ def check(ctx: click.Context, paths: tuple[Path, ...], fmt: str, output_file: Pa
         raise click.UsageError("--output is only meaningful with --fix")
     cli = {name.replace("-", "_"): value for name, value in options.items()
            if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
-    if "exclude" in cli:
-        cli.pop("exclude")
+    cli.pop("exclude", None)  # a walk's setting, added to the config's below
     try:
         explicit = None if isolated or config_file is None else config.load_config(config_file)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fhe_lint.analysis.accumulators import LayerAnalysis, ModelAnalysis
-from fhe_lint.formats.channels_last import is_channels_last
+from fhe_lint.formats.channels_last import channels_at_end
 from fhe_lint.formats.graph import Graph, attr
 from fhe_lint.formats.layers import SPECS, spec_key
 from fhe_lint.formats.ops import LAYOUT_OPS
@@ -94,10 +94,12 @@ def _outputs(graph: Graph, la: LayerAnalysis) -> int | None:
             return int(np.prod(shape[1:-1], dtype=np.int64)) * layer.neurons
         other = _shape(graph, node.input[3 if layer.op == "QLinearMatMul" else 1])
         return None if other is None or other[-1] is None else int(np.prod(shape[1:-1], dtype=np.int64)) * other[-1]
-    last = is_channels_last(node)
+    if layer.op == "ReduceSum":
+        return None  # its axes decide: left to shape inference
+    last = channels_at_end(node)
     channels, size = (shape[-1], shape[1:-1]) if last else (shape[1], shape[2:])
-    if layer.op in ("GlobalAveragePool", "QLinearGlobalAveragePool") or layer.op == "ReduceSum":
-        return channels if layer.op != "ReduceSum" else None
+    if layer.op.endswith("GlobalAveragePool"):
+        return channels
     if layer.weight is None:  # AveragePool: a window over each channel
         return channels * int(np.prod(_spatial(node, size, attr(node, "kernel_shape", [1]))))
     kernel = list(layer.weight.source_values.shape[1:-1] if last else layer.weight.source_values.shape[2:])

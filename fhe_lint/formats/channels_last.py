@@ -20,6 +20,12 @@ def is_channels_last(node: NodeProto) -> bool:
     return node.domain == CHANNELS_LAST_DOMAIN and node.op_type in OPS
 
 
+def channels_at_end(node: NodeProto) -> bool:
+    """Whether an op reads its data channels last: qonnx's channels-last ops, or an op whose own
+    ``channels_last`` attribute says so (onnxruntime's QLinear pools)."""
+    return is_channels_last(node) or any(a.name == "channels_last" and a.i for a in node.attribute)
+
+
 def _rank(model: ModelProto, node: NodeProto) -> int:
     kernel = next((a.ints for a in node.attribute if a.name == "kernel_shape"), None)
     if kernel:

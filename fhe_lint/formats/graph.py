@@ -101,8 +101,7 @@ class Graph:
             self._shapes = {}
             for v in (*inferred.input, *inferred.value_info, *inferred.output):
                 if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape"):
-                    dims = v.type.tensor_type.shape.dim
-                    self._shapes[v.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+                    self._shapes[v.name] = _dims(v.type.tensor_type)
         return self._shapes.get(tensor)
 
     def _inferable(self) -> ModelProto:
@@ -123,22 +122,22 @@ class Graph:
         g.value_info.extend(kept)
         return as_channels_first(model)
 
-    def declared_shape(self, tensor: str) -> list[int | None] | None:
-        """The shape the model itself declares for ``tensor`` (graph input, output or value_info;
-        ``None`` for a symbolic dimension), read without shape inference (nor importing onnx)."""
+    def _declared(self, tensor: str):
+        """The tensor type a graph input, output or value_info declares for ``tensor``, if any."""
         g = self.model.graph
-        for v in (*g.input, *g.value_info, *g.output):
-            if v.name == tensor and v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape"):
-                return [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
-        return None
+        return next((v.type.tensor_type for v in (*g.input, *g.value_info, *g.output)
+                     if v.name == tensor and v.type.HasField("tensor_type")), None)
+
+    def declared_shape(self, tensor: str) -> list[int | None] | None:
+        """The shape the model itself declares for ``tensor`` (``None`` for a symbolic dimension),
+        read without shape inference (nor importing onnx)."""
+        t = self._declared(tensor)
+        return _dims(t) if t is not None and t.HasField("shape") else None
 
     def declared_type(self, tensor: str) -> int | None:
-        """The element type a graph input, output or value_info declares for ``tensor``."""
-        g = self.model.graph
-        for v in (*g.input, *g.value_info, *g.output):
-            if v.name == tensor and v.type.HasField("tensor_type"):
-                return v.type.tensor_type.elem_type
-        return None
+        """The element type the model declares for ``tensor``."""
+        t = self._declared(tensor)
+        return t.elem_type if t is not None else None
 
     def is_initializer(self, tensor: str) -> bool:
         return any(t.name == tensor for t in self.model.graph.initializer)
@@ -186,6 +185,11 @@ class Graph:
                 raise UnsupportedModelError(f"tensor {undefined[0]!r} is used but never defined (missing initializer?)")
             raise UnsupportedModelError("the graph has a cycle")
         return ordered
+
+
+def _dims(tensor_type) -> list[int | None]:
+    """A tensor type's dimensions, ``None`` for a symbolic one (a batch ``N``)."""
+    return [d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim]
 
 
 def attr(node: NodeProto, name: str, default=None):

@@ -16,6 +16,7 @@ import numpy as np
 
 from fhe_lint.errors import UnsupportedModelError
 from fhe_lint.formats import float_model, qdq, qonnx, qoperator
+from fhe_lint.formats.channels_last import channels_at_end
 from fhe_lint.formats.graph import Graph, attr
 from fhe_lint.formats.ops import CHANNELS_LAST_DOMAIN, QONNX_DOMAINS
 from fhe_lint.formats.quantizer import InputRange, IntRange, Quantizer
@@ -264,7 +265,7 @@ def _sum_layer(graph: Graph, node: NodeProto, settings: Settings) -> LinearLayer
     else:
         shape = graph.shape(node.input[0])
         if how == "global":
-            spatial = None if shape is None else (list(range(1, len(shape) - 1)) if attr(node, "channels_last", 0)
+            spatial = None if shape is None else (list(range(1, len(shape) - 1)) if channels_at_end(node)
                                                   else list(range(2, len(shape))))
             taps, why = _extent(shape, spatial, "its input")
         else:

@@ -112,7 +112,7 @@ class AccumulatorGuard:
     """Keeps every Brevitas linear layer's exact worst-case accumulator within ``n_max`` bits."""
 
     def __init__(self, model: Any, example_input: Any, n_max: int = 16, margin: float = 0.02, every: int = 1) -> None:
-        self.model, self.n_max, self.margin, self.every = model, n_max, margin, every
+        self.n_max, self.margin, self.every = n_max, margin, every
         self._calls = 0
         order = _forward_order(model, example_input)
         analysis = analysed_export(model, example_input, Settings(n_max=n_max)).analysis

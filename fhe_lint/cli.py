@@ -280,3 +280,25 @@ def rules_cmd() -> None:
 
     for rule in RULES.values():
         click.echo(f"{rule.code}  {rule.name:<22} {rule.severity.value:<8} {rule.summary}")
+
+
+@main.command("calibrate-cost")
+def calibrate_cost_cmd() -> None:
+    """Time a few encrypted table lookups on this machine (about a minute; needs the concrete
+    extra), so the seconds per inference every later lint estimates are this machine's instead
+    of the shipped table's reference machine. Kept in $XDG_CACHE_HOME/fhe-lint (~/.cache)."""
+    from fhe_lint.analysis.concrete_cost import calibrate
+    from fhe_lint.analysis.estimate import calibration_file
+    from fhe_lint.errors import FheLintError
+    from fhe_lint.io.model_io import write_atomic
+
+    try:
+        result = calibrate(lambda step: click.echo(step, err=True))
+        target = calibration_file()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(target, (json.dumps(result, indent=1) + "\n").encode())
+    except (FheLintError, OSError) as e:
+        error(str(e))
+        sys.exit(EXIT_ERROR)
+    click.echo(f"{result['seconds_per_complexity']:.3g} s per unit of Concrete complexity "
+               f"(concrete-python {result['concrete_python']}, {result['cores']} cores): wrote {target}")

@@ -78,9 +78,7 @@ def _confirmed(report: FileReport, result: LintResult, data: np.ndarray | None) 
 
     try:
         if mode == "network":
-            n = confirm.confirm_network(result.analysis, data)
-            return replace(report, confirm_network={"compiles": n.compiles, "max_bitwidth": n.max_bitwidth,
-                                                    "error": n.error})
+            return replace(report, confirm_network=confirm.confirm_network(result.analysis, data).as_json())
 
         def progress(i: int, n: int, name: str) -> None:  # compiling is the slow part: say which layer
             status(f"confirming {name} ({i}/{n}) with Concrete")

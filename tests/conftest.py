@@ -16,6 +16,12 @@ sys.path.insert(0, str(HERE))
 LOSSY = ("--max-damage", "100")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _no_user_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Estimates read this machine's cost calibration from the user cache: tests see none."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+
+
 @pytest.fixture(scope="session")
 def truth() -> dict:
     return json.loads((FIXTURES / "truth.json").read_text())

@@ -23,11 +23,25 @@ def test_lookup_count_is_concrete_mls(name):
     assert f["fhe_cost"]["max_tlu_bits"] == max(layer["accumulator_bits"] for layer in hidden)
 
 
+# Concrete ML 1.9 with rounding_threshold_bits=6, compiled on the fixtures' calibration sets
+# (measured for issue 17): exact rounding takes one bootstrap per dropped bit.
+CONCRETE_ML_PBS_ROUNDED_6 = {"mlp_w4a4_deep": 1344, "cnn_w3a3": 1200, "mlp_w6a6_unsigned_in": 800}
+
+
+@pytest.mark.parametrize("name", sorted(CONCRETE_ML_PBS_ROUNDED_6))
+def test_rounding_adds_a_bootstrap_per_dropped_bit_as_concrete_ml_counts(name):
+    _, rep = lint_json(FIXTURES / f"{name}.onnx", "--rounding-bits", "6", "--calibration",
+                       FIXTURES / f"{name}.calib.npy")
+    assert rep["files"][0]["fhe_cost"]["tlu_count"] == CONCRETE_ML_PBS_ROUNDED_6[name]
+
+
 def test_rounding_bits_cap_the_lookups_from_flag_and_config(tmp_path):
     _, rep = lint_json(FIXTURES / "mlp_w4a4_deep.onnx", "--rounding-bits", "6")
     f = rep["files"][0]
     assert {layer["tlu_bits"] for layer in f["layers"][:-1]} == {6} and f["fhe_cost"]["rounding_bits"] == 6
-    assert f["fhe_cost"]["tlu_count"] == 240  # rounding narrows lookups, it does not remove them
+    # no data: the worst-case widths (12 bits everywhere) are rounded, 6 bootstraps more per output
+    assert [layer["accumulator_bits"] for layer in f["layers"][:-1]] == [12, 12, 12]
+    assert f["fhe_cost"]["tlu_count"] == (96 + 96 + 48) * (1 + 12 - 6)
     (tmp_path / "fhe-lint.toml").write_text("rounding-bits = 9\n")
     (tmp_path / "m.onnx").write_bytes((FIXTURES / "mlp_w4a4_deep.onnx").read_bytes())
     _, rep = lint_json(tmp_path / "m.onnx")
@@ -92,3 +106,66 @@ def test_the_lookup_budget_rule_is_off_by_default_and_rounding_satisfies_it():
     assert (d["node"], d["bits"], d["limit"], d["tlu_count"], d["severity"]) == ("/seq/seq.1/Gemm", 16, 12, 80, "warning")
     _, rep = lint_json(model, "--max-lookup-bits", "12", "--rounding-bits", "12", "--select", "FHE007")
     assert rep["files"][0]["diagnostics"] == []
+
+
+# Concrete ML 1.9 (concrete-python 2.10), default compile on the fixtures' calibration sets, as
+# measured for issue 17: circuit.complexity and size_of_bootstrap_keys + size_of_keyswitch_keys.
+CONCRETE_ML_COST = {
+    "mlp_w2a2": (4.2186e10, 219676672 + 137461760),
+    "cnn_w3a3": (1.7755e12, 7428112384 + 2230976512),
+    "mlp_w4a4_deep": (6.3966e12, 896532480 + 87277568),
+    "mlp_w6a6_unsigned_in": (5.3091e12, 503971840 + 189235200),
+}
+CONCRETE_ML_COST_ROUNDED_6 = {
+    "mlp_w4a4_deep": (2.7410e11, 907100160 + 408059904),
+    "cnn_w3a3": (3.6632e11, 679690240 + 272596992),
+    "mlp_w6a6_unsigned_in": (1.7085e11, 1791328256 + 138084352),
+}
+
+
+@pytest.mark.parametrize("rounding,name", [(None, n) for n in sorted(CONCRETE_ML_COST)]
+                         + [(6, n) for n in sorted(CONCRETE_ML_COST_ROUNDED_6)])
+def test_complexity_and_keys_within_twice_concrete_mls(rounding, name):
+    truth = (CONCRETE_ML_COST if rounding is None else CONCRETE_ML_COST_ROUNDED_6)[name]
+    extra = () if rounding is None else ("--rounding-bits", str(rounding))
+    _, rep = lint_json(FIXTURES / f"{name}.onnx", "--calibration", FIXTURES / f"{name}.calib.npy", *extra)
+    e = rep["files"][0]["fhe_cost"]["estimate"]
+    keys = e["bootstrap_key_bytes"] + e["keyswitch_key_bytes"]
+    assert 0.5 <= e["complexity"] / truth[0] <= 2, e
+    assert 0.5 <= keys / truth[1] <= 2, e
+    assert e["seconds"] > 0 and e["concrete"]
+
+
+def test_the_estimate_never_imports_concrete_and_says_whose_seconds(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, json; from pathlib import Path; from fhe_lint.linter import lint_path;"
+            "from fhe_lint.settings import Settings; from fhe_lint.report.model import FileReport;"
+            f"r = FileReport.of(lint_path(Path({str(FIXTURES / 'mlp_w2a2.onnx')!r}), Settings()));"
+            "print(json.dumps([r.estimate.seconds_from, 'concrete' in sys.modules]))")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}  # no calibration of this machine
+    source, imported = json.loads(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                                                 text=True, check=True).stdout)
+    assert source.startswith("reference machine") and not imported
+    (tmp_path / "fhe-lint").mkdir()
+    (tmp_path / "fhe-lint" / "cost-calibration.json").write_text(
+        json.dumps({"seconds_per_complexity": 1e-10, "date": "2026-12-01"}))
+    source, _ = json.loads(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                                          text=True, check=True).stdout)
+    assert source == "this machine (fhe-lint calibrate-cost, 2026-12-01)"
+
+
+def test_calibrate_cost_without_concrete_is_one_line_and_exit_2(tmp_path, monkeypatch):
+    import importlib.util
+
+    from conftest import run_cli
+
+    if importlib.util.find_spec("concrete") is not None:
+        pytest.skip("concrete-python is installed here: the missing-extra message cannot show")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    p = run_cli("calibrate-cost")
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "concrete-python" in p.stderr
+    assert not (tmp_path / "fhe-lint").exists()  # nothing written

@@ -75,6 +75,19 @@ class NetworkResult:
     compiles: bool
     max_bitwidth: int | None
     error: str | None
+    cost: dict[str, float] | None = None  # what the circuit reports: bootstraps, complexity, keys
+
+    def as_json(self) -> dict[str, Any]:
+        return {"compiles": self.compiles, "max_bitwidth": self.max_bitwidth, "error": self.error,
+                **({"cost": self.cost} if self.cost is not None else {})}
+
+
+def circuit_cost(circuit: Any) -> dict[str, float]:
+    """The figures fhe-lint's estimate predicts, as Concrete reports them after compiling."""
+    return {"tlu_count": int(circuit.statistics["programmable_bootstrap_count"]),
+            "complexity": float(circuit.complexity),
+            "bootstrap_key_bytes": int(circuit.size_of_bootstrap_keys),
+            "keyswitch_key_bytes": int(circuit.size_of_keyswitch_keys)}
 
 
 def first_layer_extremes(analysis: ModelAnalysis, shape: tuple[int, ...]) -> np.ndarray:
@@ -104,7 +117,8 @@ def first_layer_extremes(analysis: ModelAnalysis, shape: tuple[int, ...]) -> np.
 
 
 def confirm_network(analysis: ModelAnalysis, data: np.ndarray | None) -> NetworkResult:
-    """Compile the whole model with Concrete ML (QAT import), over the data plus worst cases."""
+    """Compile the whole model with Concrete ML (QAT import, the configured rounding), over the
+    data plus worst cases."""
     try:
         from concrete.ml.torch.compile import compile_onnx_model
     except ImportError as e:
@@ -118,7 +132,9 @@ def confirm_network(analysis: ModelAnalysis, data: np.ndarray | None) -> Network
     if not len(inputs):
         raise FheLintError("--confirm=network needs --calibration data for this model")
     try:
-        module = compile_onnx_model(analysis.graph.standalone(), inputs, import_qat=True)
-        return NetworkResult(True, int(module.fhe_circuit.graph.maximum_integer_bit_width()), None)
+        module = compile_onnx_model(analysis.graph.standalone(), inputs, import_qat=True,
+                                    rounding_threshold_bits=analysis.settings.rounding_bits)
+        circuit = module.fhe_circuit
+        return NetworkResult(True, int(circuit.graph.maximum_integer_bit_width()), None, circuit_cost(circuit))
     except Exception as e:  # noqa: BLE001 - the compiler's refusal is the result being reported
         return NetworkResult(False, None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300])

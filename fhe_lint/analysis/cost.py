@@ -3,8 +3,11 @@ bootstraps) and their width.
 
 In Concrete ML every encrypted output of a linear layer goes through one table lookup that
 holds everything up to the next layer's integers (bias, rescale, activation, the next
-quantizer): one lookup per output element, as wide as the accumulator (or Concrete ML's
-``rounding_threshold_bits`` when given). The last layer's outputs are dequantized by the
+quantizer): one lookup per output element, as wide as the accumulator. With Concrete ML's
+``rounding_threshold_bits`` r, a b-bit accumulator is first rounded to r bits by an exact
+``round_bit_pattern``, which takes b - r more bootstraps per output (Concrete ML 1.9's counts:
+mlp_w4a4_deep at r = 6 takes 1,344 = 96 x 5 + 96 x 6 + 48 x 6). The width is the one Concrete
+compiles: observed on the calibration data when given, else the exact worst case. The last layer's outputs are dequantized by the
 client, in the clear: no lookup (Concrete ML's counts on the fixtures: cnn_w3a3's 492 =
 6 x 8 x 8 + 12 x 3 x 3 outputs of its two convolutions; padding costs none). An output whose
 shape is unknown leaves the count unknown. Not modelled yet: ops Concrete implements with
@@ -13,7 +16,7 @@ several lookups per output (max pooling's comparisons).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -27,8 +30,13 @@ from fhe_lint.io.onnx_proto import NodeProto
 
 @dataclass(frozen=True)
 class LayerCost:
-    tlu_count: int | None  # table lookups per inference (None: not modelled here)
-    tlu_bits: int | None  # their width (None: no lookup, or the accumulator is unknown)
+    tlu_count: int | None  # bootstraps per inference, rounding's included (None: not modelled here)
+    tlu_bits: int | None  # the lookups' width (None: no lookup, or the accumulator is unknown)
+    lookups: int | None = None  # output elements going through a lookup
+    bits: int | None = None  # their width before any rounding
+    norm2_bits: int = 0  # log2 of the largest squared L2 norm of a neuron's integer weights, here or
+    # in the layers this one feeds (their sums carry this layer's lookup noise)
+    reads_model_input: bool = False
 
 
 def _per_example(shape: list[int | None] | None) -> int | None:
@@ -107,16 +115,73 @@ def _outputs(graph: Graph, la: LayerAnalysis) -> int | None:
     return layer.neurons * int(np.prod(out)) if out is not None else None
 
 
-def layer_cost(graph: Graph, la: LayerAnalysis, rounding_bits: int | None) -> LayerCost:
-    bits = int(la.bounds.bits.max(initial=1)) if la.bounds is not None else None
-    if rounding_bits is not None and bits is not None:
-        bits = min(bits, rounding_bits)
+def norm2_bits(la: LayerAnalysis) -> int:
+    """Bits of the largest squared L2 norm of a neuron's integer weights (a plain sum: its taps)."""
+    w = la.layer.weight
+    if w is None:
+        return int(np.ceil(np.log2(max(1, la.layer.taps or 1))))
+    d = w.d.astype(np.float64)
+    return int(np.ceil(np.log2(max(1.0, float(np.einsum("ij,ij->i", d, d).max(initial=1.0))))))
+
+
+def _reads_model_input(graph: Graph, node: NodeProto, layer_outputs: set[str]) -> bool:
+    """Whether a path from a model input reaches the layer without crossing another layer."""
+    frontier, seen = [t for t in node.input if t], set()
+    while frontier:
+        t = frontier.pop()
+        if t in seen or t in layer_outputs:
+            continue
+        seen.add(t)
+        if t in graph.inputs:
+            return True
+        producer = graph.producer.get(t)
+        if producer is not None:
+            frontier += [i for i in producer.input if i]
+    return False
+
+
+def layer_cost(graph: Graph, la: LayerAnalysis, rounding_bits: int | None, width: int | None = None,
+               layer_outputs: frozenset[str] = frozenset()) -> LayerCost:
+    """``width``: the accumulator's bits as Concrete will compile them (observed on calibration
+    data), else the exact worst case."""
+    bits = width if width is not None else int(la.bounds.bits.max(initial=1)) if la.bounds is not None else None
     out = la.layer.node.output[0]
     count = 0 if _reaches_output_in_clear(graph, out) else _outputs(graph, la)
     if count is None:
         count = _per_example(graph.shape(out))  # an op the arithmetic above does not cover
-    return LayerCost(count, bits if count else None)
+    if not count or bits is None:
+        return LayerCost(count, None, count, None)
+    dropped = max(0, bits - rounding_bits) if rounding_bits is not None else 0
+    return LayerCost(count * (1 + dropped), bits - dropped, count, bits, norm2_bits(la),
+                     _reads_model_input(graph, la.layer.node, set(layer_outputs)))
 
 
-def model_cost(analysis: ModelAnalysis, rounding_bits: int | None) -> dict[str, LayerCost]:
-    return {la.name: layer_cost(analysis.graph, la, rounding_bits) for la in analysis.layers}
+def _fed_layers(graph: Graph, node: NodeProto, layers: dict[int, LayerAnalysis]) -> list[LayerAnalysis]:
+    """The layers the node's outputs reach without crossing another layer."""
+    frontier, seen, found = list(node.output), set(), []
+    while frontier:
+        t = frontier.pop()
+        if t in seen:
+            continue
+        seen.add(t)
+        for consumer in graph.consumers.get(t, []):
+            if id(consumer) in layers:
+                found.append(layers[id(consumer)])
+            else:
+                frontier += list(consumer.output)
+    return found
+
+
+def model_cost(analysis: ModelAnalysis, rounding_bits: int | None,
+               widths: dict[str, int] | None = None) -> dict[str, LayerCost]:
+    graph = analysis.graph
+    outputs = frozenset(o for la in analysis.layers for o in la.layer.node.output)
+    by_node = {id(la.layer.node): la for la in analysis.layers}
+    costs = {}
+    for la in analysis.layers:
+        cost = layer_cost(graph, la, rounding_bits, (widths or {}).get(la.name), outputs)
+        if cost.bits is not None:
+            fed = [norm2_bits(other) for other in _fed_layers(graph, la.layer.node, by_node)]
+            cost = replace(cost, norm2_bits=max([cost.norm2_bits, *fed]))
+        costs[la.name] = cost
+    return costs

@@ -8,6 +8,7 @@ from typing import Any
 
 from fhe_lint.analysis.advice import bit_advice
 from fhe_lint.analysis.cost import LayerCost, model_cost
+from fhe_lint.analysis.estimate import Estimate, LookupLayer, estimate
 from fhe_lint.analysis.accumulators import LayerAnalysis
 from fhe_lint.bounds import int_bits
 from fhe_lint.formats.quantizer import IntRange
@@ -132,26 +133,40 @@ class FileReport:
     error: str | None = None
     fix: FixSummary | None = None
     suppressed: tuple[tuple[str, int], ...] = ()  # (source, findings it hid)
-    confirm_network: dict[str, Any] | None = None  # {compiles, max_bitwidth, error}
+    confirm_network: dict[str, Any] | None = None  # NetworkResult.as_json()
     incomplete: str | None = None  # a step asked for that could not run (--confirm without Concrete)
+    estimate: Estimate | None = None  # complexity, keys and seconds from Concrete's figures
 
     @classmethod
     def of(cls, result: LintResult, fix: FixSummary | None = None,
            observed: dict[str, IntRange] | None = None) -> FileReport:
         s = result.analysis.settings
         failing = {d.node for d in result.diagnostics if d.code in ("FHE001", "FHE003")}
-        costs = model_cost(result.analysis, s.rounding_bits)
-        layers = tuple(LayerReport.of(la, (observed or {}).get(la.name), la.name in failing, s.n_max, costs[la.name])
+        observed = observed or {}
+        widths = {name: int_bits(r.lo, r.hi) for name, r in observed.items()}
+        costs = model_cost(result.analysis, s.rounding_bits, widths)
+        layers = tuple(LayerReport.of(la, observed.get(la.name), la.name in failing, s.n_max, costs[la.name])
                        for la in result.analysis.layers)
-        return cls(result.path, s, layers, result.diagnostics, fix=fix, suppressed=result.suppressed)
+        lookups = [LookupLayer(c.lookups, c.bits, c.norm2_bits, c.reads_model_input)
+                   for c in costs.values() if c.lookups and c.bits is not None]
+        known = all(c.tlu_count is not None for c in costs.values())
+        return cls(result.path, s, layers, result.diagnostics, fix=fix, suppressed=result.suppressed,
+                   estimate=estimate(lookups, s.rounding_bits) if known else None)
 
     def fhe_cost(self) -> dict[str, Any]:
-        """The model's table lookups per inference (None if a layer's count is unknown) and the
-        widest, as the JSON's ``fhe_cost``."""
+        """The model's bootstraps per inference (None if a layer's count is unknown), the widest
+        lookup, the circuit's widest integer (every accumulator, the last layer's included) and
+        the estimate, as the JSON's ``fhe_cost``."""
         counts = [layer.tlu_count for layer in self.layers]
         widths = [layer.tlu_bits for layer in self.layers if layer.tlu_bits is not None]
+        circuit = [layer.observed_bits if layer.observed_bits is not None else layer.accumulator_bits
+                   for layer in self.layers]
+        known = [b for b in circuit if b is not None]
         return {"tlu_count": None if None in counts else sum(counts), "max_tlu_bits": max(widths, default=None),
-                "rounding_bits": self.settings.rounding_bits}
+                "max_bits": max(known) if known and len(known) == len(circuit) else None,
+                "widths": "observed" if any(layer.observed_bits is not None for layer in self.layers) else "worst case",
+                "rounding_bits": self.settings.rounding_bits,
+                **({"estimate": self.estimate.as_json()} if self.estimate is not None else {})}
 
     def count(self, severity: Severity) -> int:
         return sum(d.severity is severity for d in self.diagnostics)

@@ -27,10 +27,23 @@ def diagnostic_lines(r: FileReport, per_neuron: bool = False, color: bool = Fals
               if layer.confirmed_bits is not None and layer.confirmed_bits != layer.accumulator_bits]
     if r.confirm_network is not None:
         n = r.confirm_network
-        lines.append(f"{r.path}: Concrete ML compiles the model, max bit-width {n['max_bitwidth']}" if n["compiles"]
-                     else f"{r.path}: Concrete ML cannot compile the model: {n['error']}")
+        lines.append(f"{r.path}: Concrete ML compiles the model, max bit-width {n['max_bitwidth']}{_versus(r)}"
+                     if n["compiles"] else f"{r.path}: Concrete ML cannot compile the model: {n['error']}")
     return lines + [f"{r.path}:{layer.node}: advice: {layer.advice.text}" for layer in r.layers
                     if layer.advice is not None and (r.fix is None or r.fix.refused)]
+
+
+def _versus(r: FileReport) -> str:
+    """Concrete's figures after the compile beside fhe-lint's prediction of them."""
+    got, mine, e = (r.confirm_network or {}).get("cost"), r.fhe_cost(), r.estimate
+    if got is None:
+        return ""
+    text = f"; {got['tlu_count']} bootstraps (fhe-lint: {mine['tlu_count']}), complexity {got['complexity']:.3g}"
+    keys = (got["bootstrap_key_bytes"] + got["keyswitch_key_bytes"]) / 1e9
+    if e is None:
+        return text + f", keys {keys:.2f} GB"
+    mine_keys = (e.bootstrap_key_bytes + e.keyswitch_key_bytes) / 1e9
+    return text + f" (fhe-lint: {e.complexity:.3g}), keys {keys:.2f} GB (fhe-lint: {mine_keys:.2f} GB)"
 
 
 def fix_lines(r: FileReport) -> list[str]:
@@ -87,7 +100,30 @@ def layer_table(r: FileReport) -> str:
         for row, j in zip(rows, r.layers):
             o = j.observed_range
             row += [f"[{o[0]}, {o[1]}]", j.observed_bits, n_max - j.observed_bits] if o else [None] * 3
-    return f"{r.path}\n" + tabulate(rows, headers=headers, missingval="-")
+    cost = cost_line(r)
+    return f"{r.path}\n" + tabulate(rows, headers=headers, missingval="-") + (f"\n{cost}" if cost else "")
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds:.2g} s" if seconds < 10 else f"{seconds:.0f} s"
+
+
+def cost_line(r: FileReport) -> str | None:
+    """The model's FHE cost in one sentence (estimated from Concrete's own figures)."""
+    c, e = r.fhe_cost(), r.estimate
+    if c["tlu_count"] is None:
+        return None
+    text = (f"FHE cost: {c['tlu_count']} bootstraps of up to {c['max_tlu_bits'] or '-'} bits per inference"
+            f" ({c['widths']} widths, circuit {c['max_bits'] or '?'} bits)")
+    if e is not None and c["tlu_count"]:
+        keys = (e.bootstrap_key_bytes + e.keyswitch_key_bytes) / 1e9
+        text += (f"; complexity {e.complexity:.2g}, keys {keys:.2g} GB, {_duration(e.seconds)} on the "
+                 f"{e.seconds_from.split(' (')[0]} (estimated from Concrete {e.concrete}'s figures)")
+        if e.beyond_table:
+            text += ", lookups wider than the table: a lower bound"
+    return text
 
 
 def _count(n: int, noun: str) -> str:

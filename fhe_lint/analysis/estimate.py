@@ -1,0 +1,117 @@
+"""What Concrete will report after compiling, estimated from the shipped table of its own figures
+(``concrete_cost.json``, made by ``scripts/make_cost_table.py``): complexity, key sizes and
+seconds per inference.
+
+Concrete gives every distinct lookup width its own parameter set (a partition) with its own
+keys, so keys add up per width, while complexity adds up per lookup. A lookup's parameters
+also depend on the noise around it: the norm of the weights before it and of the layer its
+outputs feed, and whether its layer reads the model's fresh input or another lookup's output.
+Concrete's optimizer weighs these jointly; the table holds them one layer at a time, so the
+estimate is a model of the optimizer, not the optimizer (measured against Concrete ML in
+``bench/fhe_cost.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from functools import cache
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LookupLayer:
+    """One layer's lookups as the estimate needs them."""
+
+    count: int  # lookups per inference (without the rounding's own)
+    bits: int  # their width before rounding
+    norm2_bits: int  # log2 of the largest squared L2 norm among the neurons before and after
+    reads_model_input: bool
+
+
+@dataclass(frozen=True)
+class Estimate:
+    complexity: float
+    bootstrap_key_bytes: int
+    keyswitch_key_bytes: int
+    seconds: float
+    seconds_from: str  # which machine's timing
+    concrete: str  # the Concrete release the figures are from
+    beyond_table: bool = False  # a width past the table: figures of its widest entry, a lower bound
+
+    def as_json(self) -> dict[str, Any]:
+        return {"complexity": self.complexity, "bootstrap_key_bytes": self.bootstrap_key_bytes,
+                "keyswitch_key_bytes": self.keyswitch_key_bytes, "seconds": self.seconds,
+                "seconds_from": self.seconds_from, "concrete": self.concrete, "beyond_table": self.beyond_table}
+
+
+@cache
+def table() -> dict[str, Any]:
+    return json.loads(files("fhe_lint.analysis").joinpath("concrete_cost.json").read_text())
+
+
+def calibration_file() -> Path:
+    """Where ``fhe-lint calibrate-cost`` keeps this machine's timing (XDG cache)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "fhe-lint" / "cost-calibration.json"
+
+
+def _timing() -> tuple[float, str]:
+    try:
+        mine = json.loads(calibration_file().read_text())
+        return float(mine["seconds_per_complexity"]), f"this machine (fhe-lint calibrate-cost, {mine['date']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        ref = table()["reference_machine"]
+        return float(ref["seconds_per_complexity"]), f"reference machine ({ref['cores']} cores, {ref['cpu']})"
+
+
+def _point(entries: list[dict[str, Any]], bits: int, kind: str, level: int | None, norm2_bits: int) -> dict | None:
+    same = [e for e in entries if e["bits"] == bits and e["input"] == kind and e.get("rounding_bits") == level]
+    return min(same, key=lambda e: (abs(e["norm2_bits"] - norm2_bits), -e["norm2_bits"])) if same else None
+
+
+def _entry(layer: LookupLayer, rounding: int | None) -> tuple[dict[str, Any], bool]:
+    """The table point for this layer: its rounding, the nearest tabulated norm, and the cheapest
+    width at least its own (a narrow lookup runs on a wider lookup's parameters, which Concrete
+    picks when they cost less)."""
+    entries = table()["lookups"]
+    widest = max(e["bits"] for e in entries)
+    bits = max(2, min(layer.bits, widest))
+    if rounding is not None and rounding < bits:
+        # The rounding's bootstraps see the sum's noise, which lies between a fresh input's (the
+        # table's model-fed points) and a lookup's (its lookup-fed points): their geometric mean,
+        # within 2x of Concrete ML on the rounded fixtures where either end alone is not.
+        level = max((e["rounding_bits"] for e in entries if e.get("rounding_bits", 99) <= rounding), default=None)
+        ends = [_point(entries, bits, kind, level, layer.norm2_bits) for kind in ("model", "lookup")]
+        if level is not None and None not in ends:
+            mean = {k: float(np.sqrt(ends[0][k] * ends[1][k]))
+                    for k in ("complexity", "bootstrap_key_bytes", "keyswitch_key_bytes")}
+            return {**ends[0], **mean}, layer.bits > widest
+    candidates = [e for b in range(bits, widest + 1) if (e := _point(entries, b, "lookup", None, layer.norm2_bits))]
+    return min(candidates, key=lambda e: e["complexity"]), layer.bits > widest
+
+
+PARAMETERS = ("polynomial_size", "glwe_dimension", "lwe_dimension", "level")
+
+
+def estimate(layers: list[LookupLayer], rounding: int | None) -> Estimate:
+    complexity, partitions, beyond = 0.0, {}, False
+    for layer in layers:
+        if not layer.count:
+            continue
+        e, past = _entry(layer, rounding)
+        beyond |= past
+        complexity += layer.count * e["complexity"]
+        # One key set per parameter set; rounded layers share the rounding's small one and the
+        # one of their common target width.
+        key = ("rounded",) if "rounding_bits" in e else tuple(e[k] for k in PARAMETERS)
+        keys = (e["bootstrap_key_bytes"], e["keyswitch_key_bytes"])
+        partitions[key] = max(partitions.get(key, keys), keys)
+    per_unit, source = _timing()
+    return Estimate(complexity, int(sum(k[0] for k in partitions.values())), int(sum(k[1] for k in partitions.values())),
+                    complexity * per_unit, source, table()["concrete_python"], beyond)

@@ -35,15 +35,9 @@ def mlp(hidden: int, w_bits: int, a_bits: int) -> nn.Module:
     )
 
 
-class _Image(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(-1, 1, 8, 8)
-
-
 def cnn(channels: tuple[int, int], w_bits: int, a_bits: int) -> nn.Module:
     c1, c2 = channels
     return nn.Sequential(
-        _Image(),
         qnn.QuantIdentity(bit_width=a_bits, return_quant_tensor=True),
         qnn.QuantConv2d(1, c1, 3, bias=True, weight_bit_width=w_bits),
         qnn.QuantReLU(bit_width=a_bits, return_quant_tensor=True),
@@ -85,6 +79,8 @@ def main() -> None:
     train, held = order[360:], order[:360]
     channels = tuple(int(c) for c in a.channels.split(","))
     model = mlp(a.hidden, a.weight_bits, a.act_bits) if a.arch == "mlp" else cnn(channels, a.weight_bits, a.act_bits)
+    if a.arch == "cnn":  # 8 x 8 images, one channel: the model's first op is its input quantizer,
+        x = x.reshape(-1, 1, 8, 8)  # as Concrete ML requires
     example = x[:1]
     guard = AccumulatorGuard(model, example, n_max=a.n_max) if a.guard else None
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -112,10 +108,10 @@ def main() -> None:
     seconds = time.perf_counter() - start
     report = lint_module(model, example, Settings(n_max=a.n_max, select=frozenset({"FHE001"})))
     if a.out is not None:
-        from brevitas.export import export_qonnx
+        from fhe_lint.torch.export import export
 
         model.eval()
-        export_qonnx(model, example, export_path=str(a.out))
+        export(model, example, a.out)
     print(json.dumps({"accuracy": round(100 * accuracy(model, x, y), 2),
                       "held_out_accuracy": round(100 * accuracy(model, x[held], y[held]), 2),
                       "fits": not report.diagnostics, "max_bits": max(layer.accumulator_bits or 0

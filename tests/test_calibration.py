@@ -90,3 +90,27 @@ def test_advice_requantized_sums_are_exact(span):
         q = np.round(d * scale)
         assert pos.tolist() == np.maximum(q, 0).sum(axis=1).tolist()
         assert neg.tolist() == np.minimum(q, 0).sum(axis=1).tolist()
+
+
+def test_a_model_exported_for_one_example_runs_the_data_one_example_at_a_time(tmp_path):
+    """Exports traced with a single example can hard-code that batch (a Reshape to (1, -1)):
+    the data then runs in batches of the declared size, with the same observed ranges."""
+    import onnx
+
+    m = onnx.load(FIXTURES / "cnn_w3a3.onnx")
+    (flatten,) = [n for n in m.graph.node if n.op_type == "Flatten"]
+    m.graph.initializer.append(onnx.numpy_helper.from_array(np.array([1, -1], dtype=np.int64), "fixed_batch"))
+    reshape = onnx.helper.make_node("Reshape", [flatten.input[0], "fixed_batch"], list(flatten.output))
+    nodes = [reshape if n is flatten else n for n in m.graph.node]
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    onnx.save(m, tmp_path / "fixed.onnx")
+    data = ("--calibration", FIXTURES / "cnn_w3a3.calib.npy")
+    _, original = lint_json(FIXTURES / "cnn_w3a3.onnx", *data)
+    code, fixed = lint_json(tmp_path / "fixed.onnx", *data)
+    assert code == 0 and [layer["observed_range"] for layer in fixed["files"][0]["layers"]] == \
+        [layer["observed_range"] for layer in original["files"][0]["layers"]]
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"  # nothing to split by: a clear error
+    onnx.save(m, tmp_path / "symbolic.onnx")
+    code, rep = lint_json(tmp_path / "symbolic.onnx", *data)
+    assert code == 2 and "cannot run the model on the calibration data" in rep["files"][0]["error"]

@@ -169,3 +169,38 @@ def test_calibrate_cost_without_concrete_is_one_line_and_exit_2(tmp_path, monkey
     p = run_cli("calibrate-cost")
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "concrete-python" in p.stderr
     assert not (tmp_path / "fhe-lint").exists()  # nothing written
+
+
+def test_rounding_advice_drops_the_most_bits_within_a_quarter_level():
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from fhe_lint.analysis.rounding import layer_rounding
+    from fhe_lint.bounds import int_bits
+
+    @given(st.integers(-(2**15), 0), st.integers(1, 2**15 - 1), st.integers(1, 8))
+    def check(lo, hi, a):
+        r = layer_rounding(lo, hi, a)
+        level = (hi - lo) / 2**a  # accumulator units per level of the next quantizer
+        assert r.bits + r.dropped == int_bits(lo, hi) and r.bits >= 1
+        assert r.dropped == 0 or 2 ** (r.dropped - 1) <= level / 4  # at most a quarter level
+        assert r.bits == 1 or 2**r.dropped > level / 4  # one more bit would exceed it
+
+    check()
+
+
+def test_rounding_advice_in_json_and_text_with_calibration_only():
+    model, data = FIXTURES / "mlp_w4a4_deep.onnx", FIXTURES / "mlp_w4a4_deep.calib.npy"
+    _, rep = lint_json(model)
+    assert "rounding_advice" not in rep["files"][0]["fhe_cost"]  # no data, nothing to say
+    _, rep = lint_json(model, "--calibration", data)
+    cost = rep["files"][0]["fhe_cost"]
+    advice = cost["rounding_advice"]
+    layers = [layer for layer in rep["files"][0]["layers"] if layer["tlu_count"]]
+    assert set(advice["layers"]) == {layer["node"] for layer in layers}
+    assert advice["rounding_bits"] == max(x["bits"] for x in advice["layers"].values())
+    assert advice["estimate"]["complexity"] < cost["estimate"]["complexity"]
+    from conftest import run_cli
+
+    text = run_cli(model, "--calibration", data, "--layers").stdout
+    assert f"rounding advice: --rounding-bits {advice['rounding_bits']} " in text

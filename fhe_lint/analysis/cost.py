@@ -37,6 +37,7 @@ class LayerCost:
     norm2_bits: int = 0  # log2 of the largest squared L2 norm of a neuron's integer weights, here or
     # in the layers this one feeds (their sums carry this layer's lookup noise)
     reads_model_input: bool = False
+    next_input_bits: int | None = None  # the widest input quantizer of the layers it feeds
 
 
 def _per_example(shape: list[int | None] | None) -> int | None:
@@ -181,7 +182,9 @@ def model_cost(analysis: ModelAnalysis, rounding_bits: int | None,
     for la in analysis.layers:
         cost = layer_cost(graph, la, rounding_bits, (widths or {}).get(la.name), outputs)
         if cost.bits is not None:
-            fed = [norm2_bits(other) for other in _fed_layers(graph, la.layer.node, by_node)]
-            cost = replace(cost, norm2_bits=max([cost.norm2_bits, *fed]))
+            fed = _fed_layers(graph, la.layer.node, by_node)
+            inputs = [other.layer.input.bits for other in fed if other.layer.input is not None]
+            cost = replace(cost, norm2_bits=max([cost.norm2_bits, *map(norm2_bits, fed)]),
+                           next_input_bits=max(inputs, default=None))
         costs[la.name] = cost
     return costs

@@ -14,14 +14,13 @@ estimate is a model of the optimizer, not the optimizer (measured against Concre
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 
 @dataclass(frozen=True)
@@ -75,10 +74,11 @@ def _point(entries: list[dict[str, Any]], bits: int, kind: str, level: int | Non
     return min(same, key=lambda e: (abs(e["norm2_bits"] - norm2_bits), -e["norm2_bits"])) if same else None
 
 
-def _entry(layer: LookupLayer, rounding: int | None) -> tuple[dict[str, Any], bool]:
+def _entry(layer: LookupLayer, rounding: int | None, decomposed: bool) -> tuple[dict[str, Any], bool]:
     """The table point for this layer: its rounding, the nearest tabulated norm, and the cheapest
     width at least its own (a narrow lookup runs on a wider lookup's parameters, which Concrete
-    picks when they cost less)."""
+    picks when they cost less); ``decomposed``: the circuit has lookups too wide for one
+    bootstrap, and Concrete then decomposes every lookup (its one parameter set for them all)."""
     entries = table()["lookups"]
     widest = max(e["bits"] for e in entries)
     bits = max(2, min(layer.bits, widest))
@@ -89,11 +89,21 @@ def _entry(layer: LookupLayer, rounding: int | None) -> tuple[dict[str, Any], bo
         level = max((e["rounding_bits"] for e in entries if e.get("rounding_bits", 99) <= rounding), default=None)
         ends = [_point(entries, bits, kind, level, layer.norm2_bits) for kind in ("model", "lookup")]
         if level is not None and None not in ends:
-            mean = {k: float(np.sqrt(ends[0][k] * ends[1][k]))
+            mean = {k: math.sqrt(float(ends[0][k]) * float(ends[1][k]))
                     for k in ("complexity", "bootstrap_key_bytes", "keyswitch_key_bytes")}
             return {**ends[0], **mean}, layer.bits > widest
-    candidates = [e for b in range(bits, widest + 1) if (e := _point(entries, b, "lookup", None, layer.norm2_bits))]
+    candidates = [e for b in range(bits, widest + 1) if (e := _point(entries, b, "lookup", None, layer.norm2_bits))
+                  and (not decomposed or _decomposed(e))]
     return min(candidates, key=lambda e: e["complexity"]), layer.bits > widest
+
+
+CLASSIC_MAX_BITS = 9  # Concrete ML 1.9 compiled 10-bit lookups decomposed in whole models, 9-bit ones not
+
+
+def _decomposed(e: dict[str, Any]) -> bool:
+    """A lookup too wide for one bootstrap's polynomial (which needs 2**bits coefficients) is
+    decomposed (Concrete's circuit bootstrapping); the table shows it from 11 bits on."""
+    return e["polynomial_size"] < 2 ** e["bits"]
 
 
 PARAMETERS = ("polynomial_size", "glwe_dimension", "lwe_dimension", "level")
@@ -101,10 +111,12 @@ PARAMETERS = ("polynomial_size", "glwe_dimension", "lwe_dimension", "level")
 
 def estimate(layers: list[LookupLayer], rounding: int | None) -> Estimate:
     complexity, partitions, beyond = 0.0, {}, False
+    widths = [layer.bits if rounding is None else min(layer.bits, rounding) for layer in layers if layer.count]
+    decomposed = max(widths, default=0) > CLASSIC_MAX_BITS
     for layer in layers:
         if not layer.count:
             continue
-        e, past = _entry(layer, rounding)
+        e, past = _entry(layer, rounding, decomposed)
         beyond |= past
         complexity += layer.count * e["complexity"]
         # One key set per parameter set; rounded layers share the rounding's small one and the

@@ -51,10 +51,21 @@ def evaluate(model: ModelProto, data: np.ndarray, names: list[str]) -> list[np.n
     from onnx.reference import ReferenceEvaluator
 
     inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    dims = inputs[0].type.tensor_type.shape.dim
+    batch = dims[0].dim_value if len(dims) and dims[0].HasField("dim_value") else 0
     try:
         evaluator = ReferenceEvaluator(_runnable(model), new_ops=_quant_ops())
         elem = onnx.helper.tensor_dtype_to_np_dtype(inputs[0].type.tensor_type.elem_type)
-        return evaluator.run(names, {inputs[0].name: data.astype(elem)})
+        try:
+            return evaluator.run(names, {inputs[0].name: data.astype(elem)})
+        except Exception:
+            if not batch or batch == len(data) or len(data) % batch:
+                raise
+        # Exported for a fixed batch (Brevitas's export with one example hard-codes a Reshape to
+        # (1, ...)): run the data that many examples at a time, as Concrete ML does.
+        runs = [evaluator.run(names, {inputs[0].name: chunk.astype(elem)})
+                for chunk in np.split(data, len(data) // batch)]
+        return [np.concatenate(values) for values in zip(*runs)]
     except Exception as e:  # noqa: BLE001 - any failure of the reference run is a data/model mismatch
         raise FheLintError(f"cannot run the model on the calibration data ({type(e).__name__}: {e})") from e
 

@@ -9,6 +9,7 @@ from typing import Any
 from fhe_lint.analysis.advice import bit_advice
 from fhe_lint.analysis.cost import LayerCost, model_cost
 from fhe_lint.analysis.estimate import Estimate, LookupLayer, estimate
+from fhe_lint.analysis.rounding import LayerRounding, layer_rounding
 from fhe_lint.analysis.accumulators import LayerAnalysis
 from fhe_lint.bounds import int_bits
 from fhe_lint.formats.quantizer import IntRange
@@ -136,6 +137,8 @@ class FileReport:
     confirm_network: dict[str, Any] | None = None  # NetworkResult.as_json()
     incomplete: str | None = None  # a step asked for that could not run (--confirm without Concrete)
     estimate: Estimate | None = None  # complexity, keys and seconds from Concrete's figures
+    rounding: dict[str, LayerRounding] | None = None  # with calibration data: per layer, the free rounding
+    rounded_estimate: Estimate | None = None  # the estimate at the advised rounding_threshold_bits
 
     @classmethod
     def of(cls, result: LintResult, fix: FixSummary | None = None,
@@ -150,8 +153,13 @@ class FileReport:
         lookups = [LookupLayer(c.lookups, c.bits, c.norm2_bits, c.reads_model_input)
                    for c in costs.values() if c.lookups and c.bits is not None]
         known = all(c.tlu_count is not None for c in costs.values())
+        rounding = {name: layer_rounding(observed[name].lo, observed[name].hi, c.next_input_bits)
+                    for name, c in costs.items() if c.lookups and name in observed and c.next_input_bits}
+        advised = max((r.bits for r in rounding.values()), default=None)
         return cls(result.path, s, layers, result.diagnostics, fix=fix, suppressed=result.suppressed,
-                   estimate=estimate(lookups, s.rounding_bits) if known else None)
+                   estimate=estimate(lookups, s.rounding_bits) if known else None,
+                   rounding=rounding or None,
+                   rounded_estimate=estimate(lookups, advised) if known and advised is not None else None)
 
     def fhe_cost(self) -> dict[str, Any]:
         """The model's bootstraps per inference (None if a layer's count is unknown), the widest
@@ -166,7 +174,16 @@ class FileReport:
                 "max_bits": max(known) if known and len(known) == len(circuit) else None,
                 "widths": "observed" if any(layer.observed_bits is not None for layer in self.layers) else "worst case",
                 "rounding_bits": self.settings.rounding_bits,
-                **({"estimate": self.estimate.as_json()} if self.estimate is not None else {})}
+                **({"estimate": self.estimate.as_json()} if self.estimate is not None else {}),
+                **({"rounding_advice": self.rounding_advice()} if self.rounding else {})}
+
+    def rounding_advice(self) -> dict[str, Any]:
+        """The rounding_threshold_bits that costs each layer at most half a level of the next
+        quantizer on the calibration data, and the estimate with it."""
+        assert self.rounding is not None
+        return {"rounding_bits": max(r.bits for r in self.rounding.values()),
+                "layers": {name: r.as_json() for name, r in self.rounding.items()},
+                **({"estimate": self.rounded_estimate.as_json()} if self.rounded_estimate is not None else {})}
 
     def count(self, severity: Severity) -> int:
         return sum(d.severity is severity for d in self.diagnostics)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import tempfile
 import warnings
@@ -24,7 +25,8 @@ def _exported(model: Any, example_input: Any) -> Iterator[Path]:
     model's mode is restored afterwards."""
     try:
         import torch
-        from brevitas.export import export_qonnx
+
+        importlib.import_module("brevitas.export")  # the extra's absence, said before any work
     except ImportError as e:
         raise FheLintError('fhe_lint.torch needs the "torch" extra: pip install torch brevitas onnxoptimizer') from e
     was_training = model.training
@@ -34,10 +36,38 @@ def _exported(model: Any, example_input: Any) -> Iterator[Path]:
                 contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")  # the exporter's progress and deprecation chatter
             path = Path(tmp) / "model.onnx"
-            export_qonnx(model, example_input, export_path=str(path))
+            export(model, example_input, path)
             yield path
     finally:
         model.train(was_training)
+
+
+CONCRETE_ML_OPSET = 14  # compile_brevitas_qat_model exports at, and accepts only, this opset
+
+
+CONCRETE_ML_DOMAIN = "onnx.brevitas"  # where the Brevitas Concrete ML pins puts Quant (newer: qonnx's)
+
+
+def export(model: Any, example_input: Any, path: Path) -> None:
+    """Brevitas's QONNX export with Concrete ML's arguments (opset 14, initializers not inputs),
+    torch's TorchScript exporter (the one Concrete ML's pinned torch uses) and the quantizers in
+    the domain Concrete ML's ``compile_onnx_model`` reads."""
+    import onnx
+    from brevitas.export import export_qonnx
+
+    export_qonnx(model, example_input, export_path=str(path), opset_version=CONCRETE_ML_OPSET,
+                 keep_initializers_as_inputs=False, dynamo=False)
+    exported = onnx.load(str(path))
+    custom = {n.domain for n in exported.graph.node} - {"", "ai.onnx"}
+    for node in exported.graph.node:
+        if node.domain in custom:
+            node.domain = CONCRETE_ML_DOMAIN
+    kept = [o for o in exported.opset_import if o.domain not in custom | {CONCRETE_ML_DOMAIN}]
+    del exported.opset_import[:]
+    exported.opset_import.extend(kept)
+    if custom:
+        exported.opset_import.add(domain=CONCRETE_ML_DOMAIN, version=1)
+    onnx.save(exported, str(path))
 
 
 def analysed_export(model: Any, example_input: Any, settings: Settings | None = None) -> LintResult:

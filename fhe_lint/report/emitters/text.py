@@ -123,6 +123,13 @@ def cost_line(r: FileReport) -> str | None:
                  f"{e.seconds_from.split(' (')[0]} (estimated from Concrete {e.concrete}'s figures)")
         if e.beyond_table:
             text += ", lookups wider than the table: a lower bound"
+    rounded = r.rounded_estimate
+    if r.rounding and rounded is not None and e is not None and c["rounding_bits"] is None \
+            and rounded.complexity < 0.9 * e.complexity:
+        bits = max(x.bits for x in r.rounding.values())
+        text += (f"\nrounding advice: --rounding-bits {bits} (Concrete ML's rounding_threshold_bits) moves no"
+                 f" layer's output by more than a quarter level of the next quantizer on this data and cuts the"
+                 f" estimate to complexity {rounded.complexity:.2g}, {_duration(rounded.seconds)}")
     return text
 
 

@@ -178,10 +178,12 @@ def test_rounding_advice_drops_the_most_bits_within_a_quarter_level():
     from fhe_lint.analysis.rounding import layer_rounding
     from fhe_lint.bounds import int_bits
 
-    @given(st.integers(-(2**15), 0), st.integers(1, 2**15 - 1), st.integers(1, 8))
-    def check(lo, hi, a):
-        r = layer_rounding(lo, hi, a)
-        level = (hi - lo) / 2**a  # accumulator units per level of the next quantizer
+    @given(st.integers(-(2**15), 0), st.integers(1, 2**15 - 1), st.integers(1, 8),
+           st.one_of(st.none(), st.floats(0.01, 5000)))
+    def check(lo, hi, a, scaled_level):
+        r = layer_rounding(lo, hi, a, scaled_level)
+        # accumulator units per level of the next quantizer: from the scales, else the spread
+        level = (hi - lo) / 2**a if scaled_level is None else scaled_level
         assert r.bits + r.dropped == int_bits(lo, hi) and r.bits >= 1
         assert r.dropped == 0 or 2 ** (r.dropped - 1) <= level / 4  # at most a quarter level
         assert r.bits == 1 or 2**r.dropped > level / 4  # one more bit would exceed it
@@ -204,3 +206,18 @@ def test_rounding_advice_in_json_and_text_with_calibration_only():
 
     text = run_cli(model, "--calibration", data, "--layers").stdout
     assert f"rounding advice: --rounding-bits {advice['rounding_bits']} " in text
+
+
+# Brevitas CNNs (QuantConv2d 3x3, QuantReLU, MaxPool2d(k, stride), QuantIdentity, QuantLinear; made
+# by fhe_lint.torch.export) compiled by Concrete ML 1.9: programmable_bootstrap_count.
+MAXPOOL = FIXTURES.parent / "maxpool"
+CONCRETE_ML_PBS_MAXPOOL = {"mp_2_1": 644, "mp_2_2": 324, "mp_3_1": 784}
+
+
+@pytest.mark.parametrize("name", sorted(CONCRETE_ML_PBS_MAXPOOL))
+def test_max_pools_take_a_bootstrap_per_window_element_as_concrete_ml_counts(name):
+    _, rep = lint_json(MAXPOOL / f"{name}.onnx")
+    f = rep["files"][0]
+    assert f["fhe_cost"]["tlu_count"] == CONCRETE_ML_PBS_MAXPOOL[name]
+    conv = f["layers"][0]  # the pool's lookups are counted with the layer whose outputs it pools
+    assert conv["tlu_count"] > 4 * 6 * 6 and f["fhe_cost"]["estimate"]["complexity"] > 0

@@ -25,6 +25,7 @@ from fhe_lint.formats.channels_last import channels_at_end
 from fhe_lint.formats.graph import Graph, attr
 from fhe_lint.formats.layers import SPECS, spec_key
 from fhe_lint.formats.ops import LAYOUT_OPS
+from fhe_lint.formats.qonnx import is_qonnx_quant
 from fhe_lint.io.onnx_proto import NodeProto
 
 
@@ -38,6 +39,8 @@ class LayerCost:
     # in the layers this one feeds (their sums carry this layer's lookup noise)
     reads_model_input: bool = False
     next_input_bits: int | None = None  # the widest input quantizer of the layers it feeds
+    next_level: float | None = None  # accumulator units per level of that quantizer (scales known)
+    pool_lookups: int = 0  # of the max pools between this layer and the next (in tlu_count)
 
 
 def _per_example(shape: list[int | None] | None) -> int | None:
@@ -173,6 +176,44 @@ def _fed_layers(graph: Graph, node: NodeProto, layers: dict[int, LayerAnalysis])
     return found
 
 
+def _next_level(la: LayerAnalysis, fed: list[LayerAnalysis]) -> float | None:
+    """How many accumulator units one level of the next quantizer spans, at its finest: the
+    next scale over this layer's input scale times its largest weight scale (per-tensor scales
+    of the inputs only; None when any is unknown)."""
+    here = la.layer.input.scale_zero_point if la.layer.input is not None else None
+    nexts = [o.layer.input.scale_zero_point for o in fed if o.layer.input is not None]
+    if here is None or la.layer.weight is None or not nexts or None in nexts:
+        return None
+    unit = here[0] * float(np.max(np.abs(la.layer.weight.quantizer.scale)))
+    return min(s for s, _ in nexts) / unit if unit > 0 else None
+
+
+def _max_pools(graph: Graph, node: NodeProto, layers: dict[int, LayerAnalysis]) -> int:
+    """Bootstraps of the max pools the layer's outputs reach before the next layer: Concrete
+    takes one per window element of each output, and a quantizer after the pool is a lookup of
+    its own per output (Concrete ML 1.9's counts on Brevitas CNNs: 2x2 and 3x3 windows, strides
+    1 and 2, exactly)."""
+    frontier, seen, total = list(node.output), set(), 0
+    while frontier:
+        t = frontier.pop()
+        if t in seen:
+            continue
+        seen.add(t)
+        for consumer in graph.consumers.get(t, []):
+            if id(consumer) in layers:
+                continue
+            if consumer.op_type == "MaxPool":
+                outputs = _per_example(_shape(graph, consumer.output[0]))
+                if outputs is None:
+                    return 0
+                window = int(np.prod(attr(consumer, "kernel_shape", [1])))
+                quantized = any(is_qonnx_quant(c) or c.op_type == "QuantizeLinear"
+                                for c in graph.consumers.get(consumer.output[0], []))
+                total += outputs * (window + quantized)
+            frontier += list(consumer.output)
+    return total
+
+
 def model_cost(analysis: ModelAnalysis, rounding_bits: int | None,
                widths: dict[str, int] | None = None) -> dict[str, LayerCost]:
     graph = analysis.graph
@@ -184,7 +225,9 @@ def model_cost(analysis: ModelAnalysis, rounding_bits: int | None,
         if cost.bits is not None:
             fed = _fed_layers(graph, la.layer.node, by_node)
             inputs = [other.layer.input.bits for other in fed if other.layer.input is not None]
+            pools = _max_pools(graph, la.layer.node, by_node)
             cost = replace(cost, norm2_bits=max([cost.norm2_bits, *map(norm2_bits, fed)]),
-                           next_input_bits=max(inputs, default=None))
+                           next_input_bits=max(inputs, default=None), next_level=_next_level(la, fed),
+                           tlu_count=cost.tlu_count + pools, pool_lookups=pools)
         costs[la.name] = cost
     return costs

@@ -152,8 +152,11 @@ class FileReport:
                        for la in result.analysis.layers)
         lookups = [LookupLayer(c.lookups, c.bits, c.norm2_bits, c.reads_model_input)
                    for c in costs.values() if c.lookups and c.bits is not None]
+        # a max pool compares the quantized values: lookups about one bit wider than them
+        lookups += [LookupLayer(c.pool_lookups, (c.next_input_bits or c.bits) + 1, 1, False)
+                    for c in costs.values() if c.pool_lookups and c.bits is not None]
         known = all(c.tlu_count is not None for c in costs.values())
-        rounding = {name: layer_rounding(observed[name].lo, observed[name].hi, c.next_input_bits)
+        rounding = {name: layer_rounding(observed[name].lo, observed[name].hi, c.next_input_bits, c.next_level)
                     for name, c in costs.items() if c.lookups and name in observed and c.next_input_bits}
         advised = max((r.bits for r in rounding.values()), default=None)
         return cls(result.path, s, layers, result.diagnostics, fix=fix, suppressed=result.suppressed,

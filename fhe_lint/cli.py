@@ -117,8 +117,9 @@ def main() -> None:
                    "quantization does (symmetric, per tensor, N bits).")
 @click.option("--input-bits", type=click.IntRange(1, 32), metavar="N",
               help="Float models: unquantized layer inputs are N-bit unsigned integers.")
-@click.option("--rounding-bits", type=click.IntRange(1, 32), metavar="N",
-              help="Concrete ML's rounding_threshold_bits: table lookups are at most N bits wide (cost columns).")
+@click.option("--rounding-bits", type=click.IntRange(2, 8), metavar="N",
+              help="Concrete ML's rounding_threshold_bits (it accepts 2 to 8): accumulators are rounded to N bits "
+                   "before their table lookups (cost columns and estimate).")
 @click.option("--max-lookup-bits", type=click.IntRange(1, 32), metavar="N",
               help="FHE007: warn about table lookups wider than N bits (off unless given).")
 @click.option("--fix", is_flag=True, help="Change the violating layers until they fit (see --fix-strategy).")

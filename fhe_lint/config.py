@@ -133,7 +133,7 @@ KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "per-node-ignores": ("node_ignores", _node_ignores),
     "fix-strategy": ("fix_strategy", _choice(*FIX_STRATEGIES)),
     "max-damage": ("max_damage", _number(0, 100)),
-    "rounding-bits": ("rounding_bits", _positive_int(1, 32)),
+    "rounding-bits": ("rounding_bits", _positive_int(2, 8)),  # Concrete ML's accepted range
     "max-lookup-bits": ("max_lookup_bits", _positive_int(1, 32)),
     "calibration": ("calibration", _path),  # relative to the config file: made absolute in _apply
 }

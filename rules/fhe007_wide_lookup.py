@@ -15,7 +15,7 @@ by the architecture. Concrete ML's CIFAR example runs in about 9 hours with 13-b
 ## Example
 With ``--max-lookup-bits 12``::
 
-    model.onnx:/fc1/Gemm: FHE007 80 table lookups of 16 bits > budget 12 (give --rounding-bits 12, as Concrete ML's rounding_threshold_bits, or fewer bits)
+    model.onnx:/fc1/Gemm: FHE007 80 table lookups of 16 bits > budget 12 (give --rounding-bits 8, as Concrete ML's rounding_threshold_bits, or fewer bits)
 
 ## Fix
 Compile with ``rounding_threshold_bits`` (Concrete ML) at the budget, which drops low bits of
@@ -40,12 +40,13 @@ def check(analysis: ModelAnalysis) -> Iterator[Diagnostic]:
     if budget is None:
         return
     from fhe_lint.analysis.cost import model_cost  # numpy: only when a budget asks for it
+    from fhe_lint.analysis.rounding import MAX_ROUNDING_BITS
 
     for name, cost in model_cost(analysis, analysis.settings.rounding_bits).items():
         if cost.tlu_bits is not None and cost.tlu_bits > budget:
             yield RULE.diagnostic(
                 f"{cost.tlu_count} table lookups of {cost.tlu_bits} bits > budget {budget} (give --rounding-bits "
-                f"{budget}, as Concrete ML's rounding_threshold_bits, or fewer bits)",
+                f"{min(budget, MAX_ROUNDING_BITS)}, as Concrete ML's rounding_threshold_bits, or fewer bits)",
                 node=name, bits=cost.tlu_bits, limit=budget, tlu_count=cost.tlu_count,
             )
 

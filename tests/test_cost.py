@@ -42,10 +42,10 @@ def test_rounding_bits_cap_the_lookups_from_flag_and_config(tmp_path):
     # no data: the worst-case widths (12 bits everywhere) are rounded, 6 bootstraps more per output
     assert [layer["accumulator_bits"] for layer in f["layers"][:-1]] == [12, 12, 12]
     assert f["fhe_cost"]["tlu_count"] == (96 + 96 + 48) * (1 + 12 - 6)
-    (tmp_path / "fhe-lint.toml").write_text("rounding-bits = 9\n")
+    (tmp_path / "fhe-lint.toml").write_text("rounding-bits = 8\n")
     (tmp_path / "m.onnx").write_bytes((FIXTURES / "mlp_w4a4_deep.onnx").read_bytes())
     _, rep = lint_json(tmp_path / "m.onnx")
-    assert rep["files"][0]["fhe_cost"]["max_tlu_bits"] == 9
+    assert rep["files"][0]["fhe_cost"]["max_tlu_bits"] == 8
 
 
 def test_an_output_of_unknown_shape_leaves_the_count_unknown(tmp_path):
@@ -104,7 +104,7 @@ def test_the_lookup_budget_rule_is_off_by_default_and_rounding_satisfies_it():
     _, rep = lint_json(model, "--max-lookup-bits", "12", "--select", "FHE007")
     (d,) = rep["files"][0]["diagnostics"]  # the last layer takes no lookup
     assert (d["node"], d["bits"], d["limit"], d["tlu_count"], d["severity"]) == ("/seq/seq.1/Gemm", 16, 12, 80, "warning")
-    _, rep = lint_json(model, "--max-lookup-bits", "12", "--rounding-bits", "12", "--select", "FHE007")
+    _, rep = lint_json(model, "--max-lookup-bits", "12", "--rounding-bits", "8", "--select", "FHE007")
     assert rep["files"][0]["diagnostics"] == []
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
@@ -42,11 +42,21 @@ class Estimate:
     seconds_from: str  # which machine's timing
     concrete: str  # the Concrete release the figures are from
     beyond_table: bool = False  # a width past the table: figures of its widest entry, a lower bound
+    decomposed: bool = False  # every lookup decomposed (circuit bootstrapping), not one bootstrap
+    alternative: Estimate | None = None  # the other kind of lookup, when its cost is close
+
+    @property
+    def key_bytes(self) -> int:
+        return self.bootstrap_key_bytes + self.keyswitch_key_bytes
 
     def as_json(self) -> dict[str, Any]:
-        return {"complexity": self.complexity, "bootstrap_key_bytes": self.bootstrap_key_bytes,
-                "keyswitch_key_bytes": self.keyswitch_key_bytes, "seconds": self.seconds,
-                "seconds_from": self.seconds_from, "concrete": self.concrete, "beyond_table": self.beyond_table}
+        out = {"complexity": self.complexity, "bootstrap_key_bytes": self.bootstrap_key_bytes,
+               "keyswitch_key_bytes": self.keyswitch_key_bytes, "seconds": self.seconds,
+               "seconds_from": self.seconds_from, "concrete": self.concrete, "beyond_table": self.beyond_table,
+               "decomposed_lookups": self.decomposed}
+        if self.alternative is not None:
+            out["alternative"] = self.alternative.as_json()
+        return out
 
 
 @cache
@@ -74,11 +84,11 @@ def _point(entries: list[dict[str, Any]], bits: int, kind: str, level: int | Non
     return min(same, key=lambda e: (abs(e["norm2_bits"] - norm2_bits), -e["norm2_bits"])) if same else None
 
 
-def _entry(layer: LookupLayer, rounding: int | None, decomposed: bool) -> tuple[dict[str, Any], bool]:
+def _entry(layer: LookupLayer, rounding: int | None, decomposed: bool) -> tuple[dict[str, Any], bool] | None:
     """The table point for this layer: its rounding, the nearest tabulated norm, and the cheapest
-    width at least its own (a narrow lookup runs on a wider lookup's parameters, which Concrete
-    picks when they cost less); ``decomposed``: the circuit has lookups too wide for one
-    bootstrap, and Concrete then decomposes every lookup (its one parameter set for them all)."""
+    width at least its own of the asked kind (a narrow lookup runs on a wider lookup's
+    parameters, which Concrete picks when they cost less); None when no single bootstrap is
+    wide enough."""
     entries = table()["lookups"]
     widest = max(e["bits"] for e in entries)
     bits = max(2, min(layer.bits, widest))
@@ -93,11 +103,10 @@ def _entry(layer: LookupLayer, rounding: int | None, decomposed: bool) -> tuple[
                     for k in ("complexity", "bootstrap_key_bytes", "keyswitch_key_bytes")}
             return {**ends[0], **mean}, layer.bits > widest
     candidates = [e for b in range(bits, widest + 1) if (e := _point(entries, b, "lookup", None, layer.norm2_bits))
-                  and (not decomposed or _decomposed(e))]
+                  and _decomposed(e) == decomposed]
+    if not candidates:
+        return None
     return min(candidates, key=lambda e: e["complexity"]), layer.bits > widest
-
-
-CLASSIC_MAX_BITS = 9  # Concrete ML 1.9 compiled 10-bit lookups decomposed in whole models, 9-bit ones not
 
 
 def _decomposed(e: dict[str, Any]) -> bool:
@@ -110,13 +119,27 @@ PARAMETERS = ("polynomial_size", "glwe_dimension", "lwe_dimension", "level")
 
 
 def estimate(layers: list[LookupLayer], rounding: int | None) -> Estimate:
-    complexity, partitions, beyond = 0.0, {}, False
-    widths = [layer.bits if rounding is None else min(layer.bits, rounding) for layer in layers if layer.count]
-    decomposed = max(widths, default=0) > CLASSIC_MAX_BITS
+    """Concrete keeps a circuit's lookups either all single bootstraps or all decomposed (never
+    seen mixed in Concrete ML's compiles) and picks the cheaper: both are costed, the cheaper is
+    the estimate, and the other rides along when it is close (within 1.5x), since their keys can
+    differ 40-fold (a 9/10-bit CNN: 1 GB decomposed, 36 GB not)."""
+    feasible = [e for d in (False, True) if (e := _strategy(layers, rounding, d)) is not None]
+    best, *other = sorted(feasible, key=lambda e: e.complexity)
+    close = other and other[0].complexity <= 1.5 * best.complexity and other[0].key_bytes != best.key_bytes
+    return replace(best, alternative=other[0] if close else None)
+
+
+def _strategy(layers: list[LookupLayer], rounding: int | None, decomposed: bool) -> Estimate | None:
+    """The circuit with every lookup of one kind; None when some lookup cannot be of that kind."""
+    complexity, partitions, beyond, used = 0.0, {}, False, []
     for layer in layers:
         if not layer.count:
             continue
-        e, past = _entry(layer, rounding, decomposed)
+        found = _entry(layer, rounding, decomposed)
+        if found is None:
+            return None
+        e, past = found
+        used.append(e)
         beyond |= past
         complexity += layer.count * e["complexity"]
         # One key set per parameter set; rounded layers share the rounding's small one and the
@@ -126,4 +149,5 @@ def estimate(layers: list[LookupLayer], rounding: int | None) -> Estimate:
         partitions[key] = max(partitions.get(key, keys), keys)
     per_unit, source = _timing()
     return Estimate(complexity, int(sum(k[0] for k in partitions.values())), int(sum(k[1] for k in partitions.values())),
-                    complexity * per_unit, source, table()["concrete_python"], beyond)
+                    complexity * per_unit, source, table()["concrete_python"], beyond,
+                    decomposed or any(_decomposed(e) for e in used))

@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from fhe_lint.bounds import int_bits
 
 
+MAX_ROUNDING_BITS = 8  # the widest rounding_threshold_bits Concrete ML accepts
+
+
 @dataclass(frozen=True)
 class LayerRounding:
     bits: int  # the width its lookups could be rounded to

@@ -9,7 +9,7 @@ from typing import Any
 from fhe_lint.analysis.advice import bit_advice
 from fhe_lint.analysis.cost import LayerCost, model_cost
 from fhe_lint.analysis.estimate import Estimate, LookupLayer, estimate
-from fhe_lint.analysis.rounding import LayerRounding, layer_rounding
+from fhe_lint.analysis.rounding import MAX_ROUNDING_BITS, LayerRounding, layer_rounding
 from fhe_lint.analysis.accumulators import LayerAnalysis
 from fhe_lint.bounds import int_bits
 from fhe_lint.formats.quantizer import IntRange
@@ -159,6 +159,8 @@ class FileReport:
         rounding = {name: layer_rounding(observed[name].lo, observed[name].hi, c.next_input_bits, c.next_level)
                     for name, c in costs.items() if c.lookups and name in observed and c.next_input_bits}
         advised = max((r.bits for r in rounding.values()), default=None)
+        if advised is not None and advised > MAX_ROUNDING_BITS:
+            advised = None  # no rounding Concrete ML accepts keeps the margin
         return cls(result.path, s, layers, result.diagnostics, fix=fix, suppressed=result.suppressed,
                    estimate=estimate(lookups, s.rounding_bits) if known else None,
                    rounding=rounding or None,
@@ -184,7 +186,8 @@ class FileReport:
         """The rounding_threshold_bits that costs each layer at most half a level of the next
         quantizer on the calibration data, and the estimate with it."""
         assert self.rounding is not None
-        return {"rounding_bits": max(r.bits for r in self.rounding.values()),
+        advised = max(r.bits for r in self.rounding.values())
+        return {"rounding_bits": advised if advised <= MAX_ROUNDING_BITS else None,
                 "layers": {name: r.as_json() for name, r in self.rounding.items()},
                 **({"estimate": self.rounded_estimate.as_json()} if self.rounded_estimate is not None else {})}
 

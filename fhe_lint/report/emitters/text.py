@@ -118,13 +118,18 @@ def cost_line(r: FileReport) -> str | None:
     text = (f"FHE cost: {c['tlu_count']} bootstraps of up to {c['max_tlu_bits'] or '-'} bits per inference"
             f" ({c['widths']} widths, circuit {c['max_bits'] or '?'} bits)")
     if e is not None and c["tlu_count"]:
-        keys = (e.bootstrap_key_bytes + e.keyswitch_key_bytes) / 1e9
+        keys = e.key_bytes / 1e9
         text += (f"; complexity {e.complexity:.2g}, keys {keys:.2g} GB, {_duration(e.seconds)} on the "
                  f"{e.seconds_from.split(' (')[0]} (estimated from Concrete {e.concrete}'s figures)")
+        if e.alternative is not None:
+            a = e.alternative
+            kind = "decomposes every lookup" if a.decomposed else "keeps one bootstrap per lookup"
+            text += (f"; close call: if Concrete {kind}, complexity {a.complexity:.2g} and keys"
+                     f" {a.key_bytes / 1e9:.2g} GB")
         if e.beyond_table:
             text += ", lookups wider than the table: a lower bound"
     rounded = r.rounded_estimate
-    if r.rounding and rounded is not None and e is not None and c["rounding_bits"] is None \
+    if rounded is not None and r.rounding and e is not None and c["rounding_bits"] is None \
             and rounded.complexity < 0.9 * e.complexity:
         bits = max(x.bits for x in r.rounding.values())
         text += (f"\nrounding advice: --rounding-bits {bits} (Concrete ML's rounding_threshold_bits) moves no"

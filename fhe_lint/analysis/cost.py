@@ -123,9 +123,10 @@ def norm2_bits(la: LayerAnalysis) -> int:
     """Bits of the largest squared L2 norm of a neuron's integer weights (a plain sum: its taps)."""
     w = la.layer.weight
     if w is None:
-        return int(np.ceil(np.log2(max(1, la.layer.taps or 1))))
-    d = w.d.astype(np.float64)
-    return int(np.ceil(np.log2(max(1.0, float(np.einsum("ij,ij->i", d, d).max(initial=1.0))))))
+        return (max(1, la.layer.taps) - 1).bit_length()
+    # einsum accumulates in int64 without a copy of the weights (a float64 copy took 8x the time)
+    largest = int(np.einsum("ij,ij->i", w.d, w.d, dtype=np.int64).max(initial=1))
+    return (max(1, largest) - 1).bit_length()  # ceil(log2)
 
 
 def _reads_model_input(graph: Graph, node: NodeProto, layer_outputs: set[str]) -> bool:
@@ -156,7 +157,7 @@ def layer_cost(graph: Graph, la: LayerAnalysis, rounding_bits: int | None, width
     if not count or bits is None:
         return LayerCost(count, None, count, None)
     dropped = max(0, bits - rounding_bits) if rounding_bits is not None else 0
-    return LayerCost(count * (1 + dropped), bits - dropped, count, bits, norm2_bits(la),
+    return LayerCost(count * (1 + dropped), bits - dropped, count, bits, 0,
                      _reads_model_input(graph, la.layer.node, set(layer_outputs)))
 
 
@@ -219,6 +220,13 @@ def model_cost(analysis: ModelAnalysis, rounding_bits: int | None,
     graph = analysis.graph
     outputs = frozenset(o for la in analysis.layers for o in la.layer.node.output)
     by_node = {id(la.layer.node): la for la in analysis.layers}
+    norms: dict[str, int] = {}
+
+    def norm(la: LayerAnalysis) -> int:  # once per layer: it reads every weight
+        if la.name not in norms:
+            norms[la.name] = norm2_bits(la)
+        return norms[la.name]
+
     costs = {}
     for la in analysis.layers:
         cost = layer_cost(graph, la, rounding_bits, (widths or {}).get(la.name), outputs)
@@ -226,7 +234,7 @@ def model_cost(analysis: ModelAnalysis, rounding_bits: int | None,
             fed = _fed_layers(graph, la.layer.node, by_node)
             inputs = [other.layer.input.bits for other in fed if other.layer.input is not None]
             pools = _max_pools(graph, la.layer.node, by_node)
-            cost = replace(cost, norm2_bits=max([cost.norm2_bits, *map(norm2_bits, fed)]),
+            cost = replace(cost, norm2_bits=max([norm(la), *map(norm, fed)]),
                            next_input_bits=max(inputs, default=None), next_level=_next_level(la, fed),
                            tlu_count=cost.tlu_count + pools, pool_lookups=pools)
         costs[la.name] = cost

@@ -61,3 +61,23 @@ def test_confirm_without_the_extra_is_a_one_line_hint_and_keeps_the_static_findi
     f = rep["files"][0]
     assert rc == 2 and "error" not in f and "concrete-python" in f["incomplete"]
     assert sum(d["code"] == "FHE001" for d in f["diagnostics"]) == 4 and f["layers"]
+
+
+@needs_concrete
+def test_the_shipped_cost_table_is_what_this_concrete_computes():
+    """A few table points recompiled by the installed concrete-python: equal when it is the
+    release the table was made with, and a timed run gives a positive figure."""
+    from fhe_lint.analysis.estimate import table
+
+    code = ("import json; from fhe_lint.analysis.concrete_cost import measure_lookup, time_lookups, "
+            "concrete_version; print(json.dumps([concrete_version(), measure_lookup(5, 5), "
+            "measure_lookup(8, 10, rounding=4, fresh=True), time_lookups(3, 3, 2, runs=1)]))")
+    p = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+    version, plain, rounded, (complexity, seconds) = json.loads(p.stdout.strip().splitlines()[-1])
+    assert complexity > 0 and seconds > 0
+    if version != table()["concrete_python"]:
+        pytest.skip(f"concrete-python {version} here, the table holds {table()['concrete_python']}'s figures")
+    shipped = {(e["bits"], e["norm2_bits"], e["input"], e.get("rounding_bits")): e for e in table()["lookups"]}
+    assert plain == shipped[(5, 5, "lookup", None)]
+    assert rounded == shipped[(8, 10, "model", 4)]

@@ -38,6 +38,7 @@ def test_html_is_one_self_contained_file(tmp_path):
     parser.feed(text)
     assert {"html", "svg", "table"} <= set(parser.tags) and parser.external == []
     assert "/c2/Conv" in text and "/fc/Gemm" in text
+    assert "<p class='cost'>FHE cost: " in text  # the same sentence as --layers
 
 
 def test_bad_plot_suffix_is_exit_2(tmp_path):

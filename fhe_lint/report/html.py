@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from html import escape
 
-from fhe_lint.report.emitters.text import change, summary_line
+from fhe_lint.report.emitters.text import change, cost_line, summary_line
 from fhe_lint.report.findings import findings
 from fhe_lint.report.model import FileReport, LayerReport
 from fhe_lint.report.plot import bits_before
@@ -72,9 +72,10 @@ def _table(r: FileReport) -> str:
     if r.fix is not None:
         fix = (f"<p class='error'>fix refused: {escape(r.fix.refused)}</p>" if r.fix.refused
                else f"<p>fixed ({escape(r.fix.strategy or 'prune')}); written to {escape(str(r.fix.written))}</p>")
+    cost = "".join(f"<p class='cost'>{escape(line)}</p>" for line in (cost_line(r) or "").splitlines())
     return (f"<h2>{escape(str(r.path))}</h2><p>n_max {r.settings.n_max}</p>{fix}"
             f"<table data-model='{escape(str(r.path), quote=True)}'>"
-            f"<tr>{''.join(f'<th>{escape(h)}</th>' for h in headers)}</tr>{_rows(r)}</table>")
+            f"<tr>{''.join(f'<th>{escape(h)}</th>' for h in headers)}</tr>{_rows(r)}</table>{cost}")
 
 
 def page(reports: list[FileReport], svg: str) -> str:

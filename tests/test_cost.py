@@ -221,3 +221,22 @@ def test_max_pools_take_a_bootstrap_per_window_element_as_concrete_ml_counts(nam
     assert f["fhe_cost"]["tlu_count"] == CONCRETE_ML_PBS_MAXPOOL[name]
     conv = f["layers"][0]  # the pool's lookups are counted with the layer whose outputs it pools
     assert conv["tlu_count"] > 4 * 6 * 6 and f["fhe_cost"]["estimate"]["complexity"] > 0
+
+
+def test_a_circuit_is_costed_with_one_kind_of_lookup_and_a_close_call_names_both():
+    from fhe_lint.analysis.estimate import LookupLayer, estimate, table
+
+    # 15-bit lookups exist only decomposed: so is every other lookup of the circuit
+    e = estimate([LookupLayer(100, 5, 8, True), LookupLayer(10, 15, 12, False)], None)
+    assert e.decomposed and e.alternative is None
+    wide = [p for p in table()["lookups"] if p["bits"] == 11 and "rounding_bits" not in p]
+    assert e.complexity >= 110 * min(p["complexity"] for p in wide)  # the 5-bit ones cost a decomposed lookup
+    # 9/10-bit lookups: both kinds are possible; the cheaper is the estimate, the other rides along
+    # when within 1.5x (keys differ by far more: the held-out CNN 4-8 of the README)
+    e = estimate([LookupLayer(144, 9, 9, True), LookupLayer(128, 10, 9, False)], None)
+    assert not e.decomposed and e.alternative is not None and e.alternative.decomposed
+    assert e.complexity <= e.alternative.complexity <= 1.5 * e.complexity
+    assert e.key_bytes > 10 * e.alternative.key_bytes
+    # small lookups: one bootstrap each, nothing close
+    e = estimate([LookupLayer(128, 5, 8, True)], None)
+    assert not e.decomposed and e.alternative is None

@@ -111,8 +111,9 @@ def _entry(layer: LookupLayer, rounding: int | None, decomposed: bool) -> tuple[
 
 def _decomposed(e: dict[str, Any]) -> bool:
     """A lookup too wide for one bootstrap's polynomial (which needs 2**bits coefficients) is
-    decomposed (Concrete's circuit bootstrapping); the table shows it from 11 bits on."""
-    return e["polynomial_size"] < 2 ** e["bits"]
+    decomposed (Concrete's circuit bootstrapping); the table shows it from 11 bits on. A rounded
+    lookup is as wide as its rounding."""
+    return e["polynomial_size"] < 2 ** e.get("rounding_bits", e["bits"])
 
 
 PARAMETERS = ("polynomial_size", "glwe_dimension", "lwe_dimension", "level")
@@ -150,4 +151,4 @@ def _strategy(layers: list[LookupLayer], rounding: int | None, decomposed: bool)
     per_unit, source = _timing()
     return Estimate(complexity, int(sum(k[0] for k in partitions.values())), int(sum(k[1] for k in partitions.values())),
                     complexity * per_unit, source, table()["concrete_python"], beyond,
-                    decomposed or any(_decomposed(e) for e in used))
+                    any(_decomposed(e) for e in used))

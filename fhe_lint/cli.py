@@ -285,8 +285,8 @@ def rules_cmd() -> None:
 
 @main.command("calibrate-cost")
 def calibrate_cost_cmd() -> None:
-    """Time a few encrypted table lookups on this machine (about a minute; needs the concrete
-    extra), so the seconds per inference every later lint estimates are this machine's instead
+    """Time a few encrypted table lookups on this machine (two to three minutes; needs the
+    concrete extra), so the seconds per inference every later lint estimates are this machine's instead
     of the shipped table's reference machine. Kept in $XDG_CACHE_HOME/fhe-lint (~/.cache)."""
     from fhe_lint.analysis.concrete_cost import calibrate
     from fhe_lint.analysis.estimate import calibration_file
@@ -301,5 +301,6 @@ def calibrate_cost_cmd() -> None:
     except (FheLintError, OSError) as e:
         error(str(e))
         sys.exit(EXIT_ERROR)
-    click.echo(f"{result['seconds_per_complexity']:.3g} s per unit of Concrete complexity "
+    click.echo(f"{result['seconds_per_complexity_single']:.3g} s per unit of Concrete complexity for single "
+               f"bootstraps, {result['seconds_per_complexity_decomposed']:.3g} for decomposed lookups "
                f"(concrete-python {result['concrete_python']}, {result['cores']} cores): wrote {target}")

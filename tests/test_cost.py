@@ -152,7 +152,8 @@ def test_the_estimate_never_imports_concrete_and_says_whose_seconds(tmp_path):
     assert source.startswith("reference machine") and not imported
     (tmp_path / "fhe-lint").mkdir()
     (tmp_path / "fhe-lint" / "cost-calibration.json").write_text(
-        json.dumps({"seconds_per_complexity": 1e-10, "date": "2026-12-01"}))
+        json.dumps({"seconds_per_complexity_single": 1e-10, "seconds_per_complexity_decomposed": 2e-10,
+                    "date": "2026-12-01"}))
     source, _ = json.loads(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                                           text=True, check=True).stdout)
     assert source == "this machine (fhe-lint calibrate-cost, 2026-12-01)"

@@ -116,21 +116,26 @@ def time_lookups(p: int, nu: int, neurons: int, runs: int = 3) -> tuple[float, f
     return float(circuit.complexity), best
 
 
-# Widths whose keys take seconds to generate and whose lookups take milliseconds to run.
-CALIBRATION_WIDTHS = (3, 4, 5)
+# Single-bootstrap widths whose keys take seconds to generate and whose lookups milliseconds to
+# run, and the narrowest decomposed width (its lookups take seconds each, and Concrete gets through
+# less of its complexity per second: about half as much here).
+CALIBRATION = {"single": ((3, 8, 24), (4, 8, 24), (5, 8, 24)), "decomposed": ((11, 2, 4),)}
 
 
 def calibrate(progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Seconds per unit of Concrete's complexity on this machine: the slope between encrypted
-    layers of 8 and 24 lookups (the fixed cost of a run left out; with Concrete's parallel
-    evaluation over the cores in, as in a model's layers)."""
+    """Seconds per unit of Concrete's complexity on this machine, for each kind of lookup: the
+    slope between two encrypted layers of lookups (the fixed cost of a run left out; Concrete's
+    parallel evaluation over the cores in, as in a model's layers)."""
     fhe()  # the missing extra is the first thing said
-    points = []
-    for p in CALIBRATION_WIDTHS:
-        if progress is not None:
-            progress(f"timing lookups of {p} bits")
-        (c1, s1), (c2, s2) = (time_lookups(p, 2 * p - 3, neurons) for neurons in (8, 24))
-        points.append({"bits": p, "complexity": c2 - c1, "seconds": s2 - s1})
-    ratios = [pt["seconds"] / pt["complexity"] for pt in points]
-    return {"concrete_python": concrete_version(), "cores": os.cpu_count(), "date": date.today().isoformat(),
-            "seconds_per_complexity": float(np.exp(np.mean(np.log(ratios)))), "points": points}
+    out: dict[str, Any] = {"concrete_python": concrete_version(), "cores": os.cpu_count(),
+                           "date": date.today().isoformat(), "points": []}
+    for kind, widths in CALIBRATION.items():
+        ratios = []
+        for p, few, many in widths:
+            if progress is not None:
+                progress(f"timing {kind} lookups of {p} bits")
+            (c1, s1), (c2, s2) = (time_lookups(p, 2 * p - 3, neurons, runs=2) for neurons in (few, many))
+            out["points"].append({"bits": p, "kind": kind, "complexity": c2 - c1, "seconds": s2 - s1})
+            ratios.append((s2 - s1) / (c2 - c1))
+        out[f"seconds_per_complexity_{kind}"] = float(np.exp(np.mean(np.log(ratios))))
+    return out

@@ -70,13 +70,18 @@ def calibration_file() -> Path:
     return Path(base) / "fhe-lint" / "cost-calibration.json"
 
 
-def _timing() -> tuple[float, str]:
+def _timing() -> tuple[dict[bool, float], str]:
+    """Seconds per unit of complexity, for single (False) and decomposed (True) lookups."""
+    def rates(figures: dict[str, Any]) -> dict[bool, float]:
+        return {False: float(figures["seconds_per_complexity_single"]),
+                True: float(figures["seconds_per_complexity_decomposed"])}
+
     try:
         mine = json.loads(calibration_file().read_text())
-        return float(mine["seconds_per_complexity"]), f"this machine (fhe-lint calibrate-cost, {mine['date']})"
+        return rates(mine), f"this machine (fhe-lint calibrate-cost, {mine['date']})"
     except (OSError, ValueError, KeyError, TypeError):
         ref = table()["reference_machine"]
-        return float(ref["seconds_per_complexity"]), f"reference machine ({ref['cores']} cores, {ref['cpu']})"
+        return rates(ref), f"reference machine ({ref['cores']} cores, {ref['cpu']})"
 
 
 def _point(entries: list[dict[str, Any]], bits: int, kind: str, level: int | None, norm2_bits: int) -> dict | None:
@@ -132,7 +137,8 @@ def estimate(layers: list[LookupLayer], rounding: int | None) -> Estimate:
 
 def _strategy(layers: list[LookupLayer], rounding: int | None, decomposed: bool) -> Estimate | None:
     """The circuit with every lookup of one kind; None when some lookup cannot be of that kind."""
-    complexity, partitions, beyond, used = 0.0, {}, False, []
+    complexity, seconds, partitions, beyond, used = 0.0, 0.0, {}, False, []
+    per_unit, source = _timing()
     for layer in layers:
         if not layer.count:
             continue
@@ -143,12 +149,12 @@ def _strategy(layers: list[LookupLayer], rounding: int | None, decomposed: bool)
         used.append(e)
         beyond |= past
         complexity += layer.count * e["complexity"]
+        seconds += layer.count * e["complexity"] * per_unit[_decomposed(e)]
         # One key set per parameter set; rounded layers share the rounding's small one and the
         # one of their common target width.
         key = ("rounded",) if "rounding_bits" in e else tuple(e[k] for k in PARAMETERS)
         keys = (e["bootstrap_key_bytes"], e["keyswitch_key_bytes"])
         partitions[key] = max(partitions.get(key, keys), keys)
-    per_unit, source = _timing()
     return Estimate(complexity, int(sum(k[0] for k in partitions.values())), int(sum(k[1] for k in partitions.values())),
-                    complexity * per_unit, source, table()["concrete_python"], beyond,
+                    seconds, source, table()["concrete_python"], beyond,
                     any(_decomposed(e) for e in used))

@@ -149,7 +149,7 @@ def test_the_estimate_never_imports_concrete_and_says_whose_seconds(tmp_path):
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}  # no calibration of this machine
     source, imported = json.loads(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                                                  text=True, check=True).stdout)
-    assert source.startswith("reference machine") and not imported
+    assert source.startswith("the reference machine") and not imported
     (tmp_path / "fhe-lint").mkdir()
     (tmp_path / "fhe-lint" / "cost-calibration.json").write_text(
         json.dumps({"seconds_per_complexity_single": 1e-10, "seconds_per_complexity_decomposed": 2e-10,

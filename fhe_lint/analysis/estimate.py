@@ -81,7 +81,7 @@ def _timing() -> tuple[dict[bool, float], str]:
         return rates(mine), f"this machine (fhe-lint calibrate-cost, {mine['date']})"
     except (OSError, ValueError, KeyError, TypeError):
         ref = table()["reference_machine"]
-        return rates(ref), f"reference machine ({ref['cores']} cores, {ref['cpu']})"
+        return rates(ref), f"the reference machine ({ref['cores']} cores, {ref['cpu']})"
 
 
 def _point(entries: list[dict[str, Any]], bits: int, kind: str, level: int | None, norm2_bits: int) -> dict | None:

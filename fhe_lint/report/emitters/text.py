@@ -119,7 +119,7 @@ def cost_line(r: FileReport) -> str | None:
             f" ({c['widths']} widths, circuit {c['max_bits'] or '?'} bits)")
     if e is not None and c["tlu_count"]:
         keys = e.key_bytes / 1e9
-        text += (f"; complexity {e.complexity:.2g}, keys {keys:.2g} GB, {_duration(e.seconds)} on the "
+        text += (f"; complexity {e.complexity:.2g}, keys {keys:.2g} GB, {_duration(e.seconds)} on "
                  f"{e.seconds_from.split(' (')[0]} (estimated from Concrete {e.concrete}'s figures)")
         if e.alternative is not None:
             a = e.alternative

@@ -161,9 +161,11 @@ def layer_cost(graph: Graph, la: LayerAnalysis, rounding_bits: int | None, width
                      _reads_model_input(graph, la.layer.node, set(layer_outputs)))
 
 
-def _fed_layers(graph: Graph, node: NodeProto, layers: dict[int, LayerAnalysis]) -> list[LayerAnalysis]:
-    """The layers the node's outputs reach without crossing another layer."""
-    frontier, seen, found = list(node.output), set(), []
+def _downstream(graph: Graph, node: NodeProto,
+                layers: dict[int, LayerAnalysis]) -> tuple[list[LayerAnalysis], list[NodeProto]]:
+    """The layers the node's outputs reach without crossing another layer, and the nodes passed
+    on the way."""
+    frontier, seen, found, between = list(node.output), set(), [], []
     while frontier:
         t = frontier.pop()
         if t in seen:
@@ -173,8 +175,9 @@ def _fed_layers(graph: Graph, node: NodeProto, layers: dict[int, LayerAnalysis])
             if id(consumer) in layers:
                 found.append(layers[id(consumer)])
             else:
+                between.append(consumer)
                 frontier += list(consumer.output)
-    return found
+    return found, between
 
 
 def _next_level(la: LayerAnalysis, fed: list[LayerAnalysis]) -> float | None:
@@ -189,29 +192,19 @@ def _next_level(la: LayerAnalysis, fed: list[LayerAnalysis]) -> float | None:
     return min(s for s, _ in nexts) / unit if unit > 0 else None
 
 
-def _max_pools(graph: Graph, node: NodeProto, layers: dict[int, LayerAnalysis]) -> int:
-    """Bootstraps of the max pools the layer's outputs reach before the next layer: Concrete
-    takes one per window element of each output, and a quantizer after the pool is a lookup of
-    its own per output (Concrete ML 1.9's counts on Brevitas CNNs: 2x2 and 3x3 windows, strides
-    1 and 2, exactly)."""
-    frontier, seen, total = list(node.output), set(), 0
-    while frontier:
-        t = frontier.pop()
-        if t in seen:
-            continue
-        seen.add(t)
-        for consumer in graph.consumers.get(t, []):
-            if id(consumer) in layers:
-                continue
-            if consumer.op_type == "MaxPool":
-                outputs = _per_example(_shape(graph, consumer.output[0]))
-                if outputs is None:
-                    return 0
-                window = int(np.prod(attr(consumer, "kernel_shape", [1])))
-                quantized = any(is_qonnx_quant(c) or c.op_type == "QuantizeLinear"
-                                for c in graph.consumers.get(consumer.output[0], []))
-                total += outputs * (window + quantized)
-            frontier += list(consumer.output)
+def _max_pools(graph: Graph, between: list[NodeProto]) -> int:
+    """Bootstraps of the max pools among ``between``: Concrete takes one per window element of
+    each output, and a quantizer after the pool is a lookup of its own per output (Concrete ML
+    1.9's counts on Brevitas CNNs: 2x2 and 3x3 windows, strides 1 and 2, exactly)."""
+    total = 0
+    for pool in (n for n in between if n.op_type == "MaxPool"):
+        outputs = _per_example(_shape(graph, pool.output[0]))
+        if outputs is None:
+            return 0
+        window = int(np.prod(attr(pool, "kernel_shape", [1])))
+        quantized = any(is_qonnx_quant(c) or c.op_type == "QuantizeLinear"
+                        for c in graph.consumers.get(pool.output[0], []))
+        total += outputs * (window + quantized)
     return total
 
 
@@ -231,9 +224,9 @@ def model_cost(analysis: ModelAnalysis, rounding_bits: int | None,
     for la in analysis.layers:
         cost = layer_cost(graph, la, rounding_bits, (widths or {}).get(la.name), outputs)
         if cost.bits is not None:
-            fed = _fed_layers(graph, la.layer.node, by_node)
+            fed, between = _downstream(graph, la.layer.node, by_node)
             inputs = [other.layer.input.bits for other in fed if other.layer.input is not None]
-            pools = _max_pools(graph, la.layer.node, by_node)
+            pools = _max_pools(graph, between)
             cost = replace(cost, norm2_bits=max([norm(la), *map(norm, fed)]),
                            next_input_bits=max(inputs, default=None), next_level=_next_level(la, fed),
                            tlu_count=cost.tlu_count + pools, pool_lookups=pools)

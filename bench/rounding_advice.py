@@ -58,7 +58,8 @@ def main() -> None:
             print(f"| {model.name} | {advice['rounding_bits']} | Concrete ML failed | | |")
             continue
         plain, rounded = runs
-        print(f"| {model.name} | {advice['rounding_bits']} | {100 * plain['accuracy']:.2f} / {100 * rounded['accuracy']:.2f} % "
+        print(f"| {model.name} | {advice['rounding_bits']} "
+              f"| {100 * plain['accuracy']:.2f} / {100 * rounded['accuracy']:.2f} % "
               f"| {plain['complexity']:.2g} / {rounded['complexity']:.2g} | {advice['estimate']['complexity']:.2g} |",
               flush=True)
 

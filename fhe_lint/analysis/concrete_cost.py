@@ -83,7 +83,8 @@ def _figures(circuit: Any) -> dict[str, Any]:
         value = getattr(params, name)
         return int(value() if callable(value) else value)
 
-    params = max(list(stats["programmable_bootstrap_count_per_parameter"].keys()), key=lambda k: field(k, "polynomial_size"))
+    params = max(list(stats["programmable_bootstrap_count_per_parameter"].keys()),
+                 key=lambda k: field(k, "polynomial_size"))
     return {"bootstrap_key_bytes": int(circuit.size_of_bootstrap_keys),
             "keyswitch_key_bytes": int(circuit.size_of_keyswitch_keys),
             **{key: field(params, name) for key, name in (("polynomial_size", "polynomial_size"),

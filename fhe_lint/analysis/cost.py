@@ -7,11 +7,11 @@ quantizer): one lookup per output element, as wide as the accumulator. With Conc
 ``rounding_threshold_bits`` r, a b-bit accumulator is first rounded to r bits by an exact
 ``round_bit_pattern``, which takes b - r more bootstraps per output (Concrete ML 1.9's counts:
 mlp_w4a4_deep at r = 6 takes 1,344 = 96 x 5 + 96 x 6 + 48 x 6). The width is the one Concrete
-compiles: observed on the calibration data when given, else the exact worst case. The last layer's outputs are dequantized by the
-client, in the clear: no lookup (Concrete ML's counts on the fixtures: cnn_w3a3's 492 =
-6 x 8 x 8 + 12 x 3 x 3 outputs of its two convolutions; padding costs none). An output whose
-shape is unknown leaves the count unknown. Not modelled yet: ops Concrete implements with
-several lookups per output (max pooling's comparisons).
+compiles: observed on the calibration data when given, else the exact worst case. The last
+layer's outputs are dequantized by the client, in the clear: no lookup (Concrete ML's counts on
+the fixtures: cnn_w3a3's 492 = 6 x 8 x 8 + 12 x 3 x 3 outputs of its two convolutions; padding
+costs none). Max pools take a lookup per window element of each output. An output whose shape is
+unknown leaves the count unknown.
 """
 
 from __future__ import annotations

@@ -155,6 +155,6 @@ def _strategy(layers: list[LookupLayer], rounding: int | None, decomposed: bool)
         key = ("rounded",) if "rounding_bits" in e else tuple(e[k] for k in PARAMETERS)
         keys = (e["bootstrap_key_bytes"], e["keyswitch_key_bytes"])
         partitions[key] = max(partitions.get(key, keys), keys)
-    return Estimate(complexity, int(sum(k[0] for k in partitions.values())), int(sum(k[1] for k in partitions.values())),
-                    seconds, source, table()["concrete_python"], beyond,
+    bootstrap_keys, keyswitch_keys = (int(sum(k[i] for k in partitions.values())) for i in (0, 1))
+    return Estimate(complexity, bootstrap_keys, keyswitch_keys, seconds, source, table()["concrete_python"], beyond,
                     any(_decomposed(e) for e in used))

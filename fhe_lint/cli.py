@@ -75,6 +75,7 @@ def main() -> None:
       fhe-lint model.onnx --per-neuron     one line per neuron instead of per layer
       fhe-lint model.onnx --fix -o out.onnx   change the violating layers until they fit
       fhe-lint rule FHE001                 explain a rule
+      fhe-lint calibrate-cost              time FHE lookups here (the cost estimate's seconds)
     """
 
 

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fhe_lint.errors import FheLintError
 from fhe_lint.report.model import FileReport
@@ -68,6 +68,19 @@ def _observed(result: LintResult, data: np.ndarray | None) -> dict[str, IntRange
     return observed_ranges(result.analysis, data)
 
 
+def _estimated_at(result: LintResult, widths: dict[str, int] | None) -> dict[str, Any]:
+    """fhe-lint's estimate at the widths Concrete ML compiled (its input set holds worst cases
+    the calibration data may not): the like-for-like prediction of its figures."""
+    if not widths:
+        return {}
+    from fhe_lint.analysis.cost import model_cost
+    from fhe_lint.analysis.estimate import model_estimate
+
+    rounding = result.analysis.settings.rounding_bits
+    e = model_estimate(model_cost(result.analysis, rounding, widths), rounding)
+    return {"estimate_at_these_widths": e.as_json()} if e is not None else {}
+
+
 def _confirmed(report: FileReport, result: LintResult, data: np.ndarray | None) -> FileReport:
     """With --confirm: Concrete's own bit-widths per layer, or Concrete ML's verdict on the model.
     A confirmation that cannot run (no Concrete installed) leaves the static report standing."""
@@ -78,7 +91,8 @@ def _confirmed(report: FileReport, result: LintResult, data: np.ndarray | None) 
 
     try:
         if mode == "network":
-            return replace(report, confirm_network=confirm.confirm_network(result.analysis, data).as_json())
+            network = confirm.confirm_network(result.analysis, data)
+            return replace(report, confirm_network={**network.as_json(), **_estimated_at(result, network.widths)})
 
         def progress(i: int, n: int, name: str) -> None:  # compiling is the slow part: say which layer
             status(f"confirming {name} ({i}/{n}) with Concrete")

@@ -76,6 +76,7 @@ class NetworkResult:
     max_bitwidth: int | None
     error: str | None
     cost: dict[str, float] | None = None  # what the circuit reports: bootstraps, complexity, keys
+    widths: dict[str, int] | None = None  # per layer, the accumulator bits Concrete ML compiled
 
     def as_json(self) -> dict[str, Any]:
         return {"compiles": self.compiles, "max_bitwidth": self.max_bitwidth, "error": self.error,
@@ -135,6 +136,7 @@ def confirm_network(analysis: ModelAnalysis, data: np.ndarray | None) -> Network
         module = compile_onnx_model(analysis.graph.standalone(), inputs, import_qat=True,
                                     rounding_threshold_bits=analysis.settings.rounding_bits)
         circuit = module.fhe_circuit
-        return NetworkResult(True, int(circuit.graph.maximum_integer_bit_width()), None, circuit_cost(circuit))
+        widths = {name: int(op["bitwidth"]) for name, op in (module.bitwidth_and_range_report() or {}).items()}
+        return NetworkResult(True, int(circuit.graph.maximum_integer_bit_width()), None, circuit_cost(circuit), widths)
     except Exception as e:  # noqa: BLE001 - the compiler's refusal is the result being reported
         return NetworkResult(False, None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300])

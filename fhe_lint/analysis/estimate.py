@@ -22,6 +22,8 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from fhe_lint.analysis.cost import LayerCost
+
 
 @dataclass(frozen=True)
 class LookupLayer:
@@ -122,6 +124,18 @@ def _decomposed(e: dict[str, Any]) -> bool:
 
 
 PARAMETERS = ("polynomial_size", "glwe_dimension", "lwe_dimension", "level")
+
+
+def model_estimate(costs: dict[str, LayerCost], rounding: int | None) -> Estimate | None:
+    """The estimate of a model's layer costs (None when a layer's count is unknown)."""
+    if any(c.tlu_count is None for c in costs.values()):
+        return None
+    lookups = [LookupLayer(c.lookups, c.bits, c.norm2_bits, c.reads_model_input)
+               for c in costs.values() if c.lookups and c.bits is not None]
+    # a max pool compares the quantized values: lookups about one bit wider than them
+    lookups += [LookupLayer(c.pool_lookups, (c.next_input_bits or c.bits) + 1, 1, False)
+                for c in costs.values() if c.pool_lookups and c.bits is not None]
+    return estimate(lookups, rounding)
 
 
 def estimate(layers: list[LookupLayer], rounding: int | None) -> Estimate:

@@ -8,7 +8,7 @@ from typing import Any
 
 from fhe_lint.analysis.advice import bit_advice
 from fhe_lint.analysis.cost import LayerCost, model_cost
-from fhe_lint.analysis.estimate import Estimate, LookupLayer, estimate
+from fhe_lint.analysis.estimate import Estimate, model_estimate
 from fhe_lint.analysis.rounding import MAX_ROUNDING_BITS, LayerRounding, layer_rounding
 from fhe_lint.analysis.accumulators import LayerAnalysis
 from fhe_lint.bounds import int_bits
@@ -150,21 +150,14 @@ class FileReport:
         costs = model_cost(result.analysis, s.rounding_bits, widths)
         layers = tuple(LayerReport.of(la, observed.get(la.name), la.name in failing, s.n_max, costs[la.name])
                        for la in result.analysis.layers)
-        lookups = [LookupLayer(c.lookups, c.bits, c.norm2_bits, c.reads_model_input)
-                   for c in costs.values() if c.lookups and c.bits is not None]
-        # a max pool compares the quantized values: lookups about one bit wider than them
-        lookups += [LookupLayer(c.pool_lookups, (c.next_input_bits or c.bits) + 1, 1, False)
-                    for c in costs.values() if c.pool_lookups and c.bits is not None]
-        known = all(c.tlu_count is not None for c in costs.values())
         rounding = {name: layer_rounding(observed[name].lo, observed[name].hi, c.next_input_bits, c.next_level)
                     for name, c in costs.items() if c.lookups and name in observed and c.next_input_bits}
         advised = max((r.bits for r in rounding.values()), default=None)
         if advised is not None and advised > MAX_ROUNDING_BITS:
             advised = None  # no rounding Concrete ML accepts keeps the margin
         return cls(result.path, s, layers, result.diagnostics, fix=fix, suppressed=result.suppressed,
-                   estimate=estimate(lookups, s.rounding_bits) if known else None,
-                   rounding=rounding or None,
-                   rounded_estimate=estimate(lookups, advised) if known and advised is not None else None)
+                   estimate=model_estimate(costs, s.rounding_bits), rounding=rounding or None,
+                   rounded_estimate=model_estimate(costs, advised) if advised is not None else None)
 
     def fhe_cost(self) -> dict[str, Any]:
         """The model's bootstraps per inference (None if a layer's count is unknown), the widest

@@ -35,15 +35,16 @@ def diagnostic_lines(r: FileReport, per_neuron: bool = False, color: bool = Fals
 
 def _versus(r: FileReport) -> str:
     """Concrete's figures after the compile beside fhe-lint's prediction of them."""
-    got, mine, e = (r.confirm_network or {}).get("cost"), r.fhe_cost(), r.estimate
+    network = r.confirm_network or {}
+    got, mine, e = network.get("cost"), r.fhe_cost(), network.get("estimate_at_these_widths")
     if got is None:
         return ""
     text = f"; {got['tlu_count']} bootstraps (fhe-lint: {mine['tlu_count']}), complexity {got['complexity']:.3g}"
     keys = (got["bootstrap_key_bytes"] + got["keyswitch_key_bytes"]) / 1e9
     if e is None:
         return text + f", keys {keys:.2f} GB"
-    return text + (f" (fhe-lint: {e.complexity:.3g}), keys {keys:.2f} GB (fhe-lint: {e.key_bytes / 1e9:.2f} GB;"
-                   " Concrete ML also compiled the first layer's worst-case inputs, which can widen lookups)")
+    return text + (f" (fhe-lint at the widths it compiled: {e['complexity']:.3g}), keys {keys:.2f} GB"
+                   f" (fhe-lint: {(e['bootstrap_key_bytes'] + e['keyswitch_key_bytes']) / 1e9:.2f} GB)")
 
 
 def fix_lines(r: FileReport) -> list[str]:

@@ -29,14 +29,18 @@ OPTIONS = {"p_error": P_ERROR, "single_precision": False,
 MAX_FAN_IN = 4096  # the widest multi-sum a table point compiles (time, not accuracy)
 
 
-def fhe() -> Any:
+HINT = ('install the "concrete" extra: pip install "concrete-python>=2.5" (needs numpy < 2), '
+        'or "./fhe-lint[concrete]" from a clone')
+
+
+def fhe(needed_by: str = "calibrate-cost") -> Any:
+    """concrete-python's ``fhe``, or the one-line error that says how to get it."""
     try:
         with warnings.catch_warnings():  # concrete's namespace package still imports pkg_resources
             warnings.simplefilter("ignore")
             from concrete import fhe as module
     except ImportError as e:
-        raise FheLintError('calibrate-cost needs concrete-python: pip install "fhe-lint[concrete]" '
-                           "(or ./fhe-lint[concrete] from a clone; needs numpy < 2)") from e
+        raise FheLintError(f"{needed_by} needs concrete-python: {HINT}") from e
     return module
 
 

@@ -10,26 +10,15 @@ concrete-python and concrete-ml are imported only here, only when asked.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from fhe_lint.analysis.accumulators import LayerAnalysis, ModelAnalysis, tap_range
+from fhe_lint.analysis.concrete_cost import fhe as concrete_fhe
 from fhe_lint.errors import FheLintError
 
-HINT = 'install the "concrete" extra: pip install "concrete-python>=2.5" (needs numpy < 2), or "./fhe-lint[concrete]" from a clone'
-
-
-def _fhe() -> Any:
-    try:
-        with warnings.catch_warnings():  # concrete's namespace package still imports pkg_resources
-            warnings.simplefilter("ignore")
-            from concrete import fhe
-    except ImportError as e:
-        raise FheLintError(f"--confirm needs concrete-python: {HINT}") from e
-    return fhe
 
 
 def _rows(la: LayerAnalysis) -> np.ndarray:
@@ -48,7 +37,7 @@ def worst_case_inputs(d: np.ndarray, lo: int, hi: int) -> np.ndarray:
 
 def confirm_layer(la: LayerAnalysis) -> int:
     """The bit-width Concrete assigns to the layer's accumulator over its worst-case inputs."""
-    fhe = _fhe()
+    fhe = concrete_fhe("--confirm")
     d = _rows(la)
     x = tap_range(la.layer)
     weights = d.T.copy()

@@ -43,6 +43,7 @@ class Estimate:
     seconds: float
     seconds_from: str  # which machine's timing
     concrete: str  # the Concrete release the figures are from
+    p_error: float  # the error probability per lookup they were compiled for
     beyond_table: bool = False  # a width past the table: figures of its widest entry, a lower bound
     decomposed: bool = False  # every lookup decomposed (circuit bootstrapping), not one bootstrap
     alternative: Estimate | None = None  # the other kind of lookup, when its cost is close
@@ -54,7 +55,8 @@ class Estimate:
     def as_json(self) -> dict[str, Any]:
         out = {"complexity": self.complexity, "bootstrap_key_bytes": self.bootstrap_key_bytes,
                "keyswitch_key_bytes": self.keyswitch_key_bytes, "seconds": self.seconds,
-               "seconds_from": self.seconds_from, "concrete": self.concrete, "beyond_table": self.beyond_table,
+               "seconds_from": self.seconds_from, "concrete": self.concrete, "p_error": self.p_error,
+               "beyond_table": self.beyond_table,
                "decomposed_lookups": self.decomposed}
         if self.alternative is not None:
             out["alternative"] = self.alternative.as_json()
@@ -170,5 +172,5 @@ def _strategy(layers: list[LookupLayer], rounding: int | None, decomposed: bool)
         keys = (e["bootstrap_key_bytes"], e["keyswitch_key_bytes"])
         partitions[key] = max(partitions.get(key, keys), keys)
     bootstrap_keys, keyswitch_keys = (int(sum(k[i] for k in partitions.values())) for i in (0, 1))
-    return Estimate(complexity, bootstrap_keys, keyswitch_keys, seconds, source, table()["concrete_python"], beyond,
-                    any(_decomposed(e) for e in used))
+    return Estimate(complexity, bootstrap_keys, keyswitch_keys, seconds, source, table()["concrete_python"],
+                    table()["p_error"], beyond, any(_decomposed(e) for e in used))

@@ -3,6 +3,7 @@ outcomes, optional layer tables or rule statistics, and a summary that names wha
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 from fhe_lint.diagnostics import Severity
@@ -121,7 +122,8 @@ def cost_line(r: FileReport) -> str | None:
     if e is not None and c["tlu_count"]:
         keys = e.key_bytes / 1e9
         text += (f"; complexity {e.complexity:.2g}, keys {keys:.2g} GB, {_duration(e.seconds)} on "
-                 f"{e.seconds_from.split(' (')[0]} (estimated from Concrete {e.concrete}'s figures)")
+                 f"{e.seconds_from.split(' (')[0]} (estimated from Concrete {e.concrete}'s figures at p_error "
+                 f"2^{math.log2(e.p_error):.0f})")
         if e.alternative is not None:
             a = e.alternative
             kind = "decomposes every lookup" if a.decomposed else "keeps one bootstrap per lookup"

@@ -231,3 +231,29 @@ def test_an_op_fhe_lint_cannot_read_is_named_not_skipped(tmp_path):
     assert p.returncode == 1 and "nothing to check" not in p.stderr
     assert "dense0: FHE005 range unknown: vendor.ops.MyDense looks like a linear layer" in p.stdout
     assert "dense0: FHE004 vendor.ops.MyDense is not supported" in p.stdout
+
+
+def test_an_onnxruntime_qdq_model_is_calibrated_and_fixed_to_fewer_bits_in_its_int8_container(built, tmp_path):
+    """onnx's evaluator runs onnxruntime's opset-17 QDQ (QuantizeLinear before opset 19), and
+    `--fix-strategy bits` narrows the int8 weights' levels in place: onnxruntime runs the fixed
+    model and it lints clean."""
+    import onnxruntime as ort
+
+    src, out = built["cnn.qdq"], tmp_path / "fixed.onnx"
+    data = tmp_path / "calib.npy"
+    x = np.random.default_rng(3).random((32, 3, 14, 14), dtype=np.float32)
+    np.save(data, x)
+    rc, rep = lint_json(src, "--select", "FHE001", "--fix", "-o", out, "--fix-strategy", "bits",
+                        "--calibration", data)
+    f = rep["files"][0]
+    assert rc == 0 and f["fix"]["strategy"] == "bits" and f["fix"]["written"]
+    before = {t.name: numpy_helper.to_array(t) for t in onnx.load(src).graph.initializer}
+    after = {t.name: numpy_helper.to_array(t) for t in onnx.load(out).graph.initializer}
+    narrowed = [name for name, w in after.items() if w.dtype == np.int8 and w.size > 20
+                and np.abs(w).max() < np.abs(before[name]).max()]
+    assert narrowed and all(after[name].dtype == before[name].dtype for name in narrowed)
+    (name_in,) = [i.name for i in onnx.load(out).graph.input]
+    y0 = ort.InferenceSession(str(src)).run(None, {name_in: x})[0]
+    y1 = ort.InferenceSession(str(out)).run(None, {name_in: x})[0]
+    assert np.mean(y0.argmax(1) == y1.argmax(1)) >= 0.9
+    assert lint_json(out, "--select", "FHE001")[0] == 0

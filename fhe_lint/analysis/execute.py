@@ -27,8 +27,28 @@ def _quant_ops() -> list[type]:
         return (np.where(x >= 0, 1.0, -1.0) * scale).astype(x.dtype),
 
     # the evaluator finds an implementation by class name (the op type) and op_domain
-    return [type(op, (OpRun,), {"op_domain": domain, "_run": fn})
-            for domain in sorted(QONNX_DOMAINS) for op, fn in (("Quant", quant), ("BipolarQuant", bipolar))]
+    qonnx = [type(op, (OpRun,), {"op_domain": domain, "_run": fn})
+             for domain in sorted(QONNX_DOMAINS) for op, fn in (("Quant", quant), ("BipolarQuant", bipolar))]
+    return qonnx + _linear_quantizers()
+
+
+def _linear_quantizers() -> list[type]:
+    """onnx >= 1.2x's evaluator dropped QuantizeLinear/DequantizeLinear before opset 19, which
+    every onnxruntime QDQ model of opset 10-18 uses: opset 19's implementations do the same on
+    the integer types those versions allow (19 adds float8 and saturation)."""
+    from onnx.reference.ops.op_dequantize_linear import DequantizeLinear_19
+    from onnx.reference.ops.op_quantize_linear import QuantizeLinear_19
+
+    # the evaluator hands an unversioned class the newest version's attributes: keep opset 19's
+    def quantize(self, x, scale, zero_point=None, axis=1, saturate=1, **_):
+        return QuantizeLinear_19._run(self, x, scale, zero_point, axis=1 if axis is None else axis,
+                                      saturate=1 if saturate is None else saturate)
+
+    def dequantize(self, x, scale, zero_point=None, axis=1, **_):
+        return DequantizeLinear_19._run(self, x, scale, zero_point, axis=1 if axis is None else axis)
+
+    return [type("QuantizeLinear", (QuantizeLinear_19,), {"op_domain": "", "_run": quantize}),
+            type("DequantizeLinear", (DequantizeLinear_19,), {"op_domain": "", "_run": dequantize})]
 
 
 def _runnable(model: ModelProto) -> ModelProto:

@@ -142,8 +142,24 @@ def apply(graph: Graph, edits: list[LayerEdit]) -> tuple[ModelProto, frozenset[s
             _regrid(graph, g.node[index[id(e.input_quantizer.node)]], e.input_quantizer, names, g)
         if e.bias_delta is not None:
             _correct_bias(graph, la, e.bias_delta, inits, touched)
+    _drop_orphans(graph.model, fixed)
     _topological_sort(fixed)
     return fixed, frozenset(touched)
+
+
+def _drop_orphans(original: ModelProto, fixed: ModelProto) -> None:
+    """Initializers the edits left unread (a re-gridded quantizer's old scale): onnxruntime warns
+    about each. Only ones the original read; none when a subgraph may read outer names."""
+    def read(model: ModelProto) -> set[str]:
+        return {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+
+    if any(a.type in (a.GRAPH, a.GRAPHS) for n in fixed.graph.node for a in n.attribute):
+        return
+    orphans = read(original) - read(fixed)
+    kept = [t for t in fixed.graph.initializer if t.name not in orphans]
+    if len(kept) < len(fixed.graph.initializer):
+        del fixed.graph.initializer[:]
+        fixed.graph.initializer.extend(kept)
 
 
 def _regrid(graph: Graph, node: NodeProto, q: QuantizerEdit, names: _Names, g) -> None:

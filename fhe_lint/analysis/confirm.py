@@ -20,7 +20,6 @@ from fhe_lint.analysis.concrete_cost import fhe as concrete_fhe
 from fhe_lint.errors import FheLintError
 
 
-
 def _rows(la: LayerAnalysis) -> np.ndarray:
     """Neuron rows; a strided ConvTranspose contributes one row per (neuron, phase)."""
     d = la.layer.weight.d.astype(np.int64)

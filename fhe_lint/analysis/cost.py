@@ -129,7 +129,7 @@ def norm2_bits(la: LayerAnalysis) -> int:
     return (max(1, largest) - 1).bit_length()  # ceil(log2)
 
 
-def _reads_model_input(graph: Graph, node: NodeProto, layer_outputs: set[str]) -> bool:
+def _reads_model_input(graph: Graph, node: NodeProto, layer_outputs: frozenset[str]) -> bool:
     """Whether a path from a model input reaches the layer without crossing another layer."""
     frontier, seen = [t for t in node.input if t], set()
     while frontier:
@@ -145,10 +145,10 @@ def _reads_model_input(graph: Graph, node: NodeProto, layer_outputs: set[str]) -
     return False
 
 
-def layer_cost(graph: Graph, la: LayerAnalysis, rounding_bits: int | None, width: int | None = None,
-               layer_outputs: frozenset[str] = frozenset()) -> LayerCost:
+def _layer_cost(graph: Graph, la: LayerAnalysis, rounding_bits: int | None, width: int | None,
+                layer_outputs: frozenset[str]) -> LayerCost:
     """``width``: the accumulator's bits as Concrete will compile them (observed on calibration
-    data), else the exact worst case."""
+    data), else the exact worst case. The norms are model_cost's: they need the next layers."""
     bits = width if width is not None else int(la.bounds.bits.max(initial=1)) if la.bounds is not None else None
     out = la.layer.node.output[0]
     count = 0 if _reaches_output_in_clear(graph, out) else _outputs(graph, la)
@@ -158,7 +158,7 @@ def layer_cost(graph: Graph, la: LayerAnalysis, rounding_bits: int | None, width
         return LayerCost(count, None, count, None)
     dropped = max(0, bits - rounding_bits) if rounding_bits is not None else 0
     return LayerCost(count * (1 + dropped), bits - dropped, count, bits, 0,
-                     _reads_model_input(graph, la.layer.node, set(layer_outputs)))
+                     _reads_model_input(graph, la.layer.node, layer_outputs))
 
 
 def _downstream(graph: Graph, node: NodeProto,
@@ -222,7 +222,7 @@ def model_cost(analysis: ModelAnalysis, rounding_bits: int | None,
 
     costs = {}
     for la in analysis.layers:
-        cost = layer_cost(graph, la, rounding_bits, (widths or {}).get(la.name), outputs)
+        cost = _layer_cost(graph, la, rounding_bits, (widths or {}).get(la.name), outputs)
         if cost.bits is not None:
             fed, between = _downstream(graph, la.layer.node, by_node)
             inputs = [other.layer.input.bits for other in fed if other.layer.input is not None]

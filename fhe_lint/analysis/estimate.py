@@ -145,16 +145,18 @@ def estimate(layers: list[LookupLayer], rounding: int | None) -> Estimate:
     seen mixed in Concrete ML's compiles) and picks the cheaper: both are costed, the cheaper is
     the estimate, and the other rides along when it is close (within 1.5x), since their keys can
     differ 40-fold (a 9/10-bit CNN: 1 GB decomposed, 36 GB not)."""
-    feasible = [e for d in (False, True) if (e := _strategy(layers, rounding, d)) is not None]
+    timing = _timing()  # the calibration file read once per estimate, not per kind of lookup
+    feasible = [e for d in (False, True) if (e := _strategy(layers, rounding, d, timing)) is not None]
     best, *other = sorted(feasible, key=lambda e: e.complexity)
     close = other and other[0].complexity <= 1.5 * best.complexity and other[0].key_bytes != best.key_bytes
     return replace(best, alternative=other[0] if close else None)
 
 
-def _strategy(layers: list[LookupLayer], rounding: int | None, decomposed: bool) -> Estimate | None:
+def _strategy(layers: list[LookupLayer], rounding: int | None, decomposed: bool,
+              timing: tuple[dict[bool, float], str]) -> Estimate | None:
     """The circuit with every lookup of one kind; None when some lookup cannot be of that kind."""
     complexity, seconds, partitions, beyond, used = 0.0, 0.0, {}, False, []
-    per_unit, source = _timing()
+    per_unit, source = timing
     for layer in layers:
         if not layer.count:
             continue

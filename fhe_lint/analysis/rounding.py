@@ -40,3 +40,10 @@ def layer_rounding(lo: int, hi: int, next_input_bits: int, level: float | None =
     level = spread / 2**next_input_bits if level is None else level
     dropped = max(0, min(bits - 1, math.floor(math.log2(level / 2)))) if level >= 2 else 0
     return LayerRounding(bits - dropped, dropped, (2 ** (dropped - 1) if dropped else 0) / spread)
+
+
+def advised_bits(layers: dict[str, LayerRounding]) -> int | None:
+    """Concrete ML rounds every layer to one width: the widest layer's rounding, when Concrete ML
+    accepts it (None: none it accepts keeps the margin, or no layer to round)."""
+    bits = max((r.bits for r in layers.values()), default=None)
+    return bits if bits is not None and bits <= MAX_ROUNDING_BITS else None

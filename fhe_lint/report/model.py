@@ -9,7 +9,7 @@ from typing import Any
 from fhe_lint.analysis.advice import bit_advice
 from fhe_lint.analysis.cost import LayerCost, model_cost
 from fhe_lint.analysis.estimate import Estimate, model_estimate
-from fhe_lint.analysis.rounding import MAX_ROUNDING_BITS, LayerRounding, layer_rounding
+from fhe_lint.analysis.rounding import LayerRounding, advised_bits, layer_rounding
 from fhe_lint.analysis.accumulators import LayerAnalysis
 from fhe_lint.bounds import int_bits
 from fhe_lint.formats.quantizer import IntRange
@@ -152,9 +152,7 @@ class FileReport:
                        for la in result.analysis.layers)
         rounding = {name: layer_rounding(observed[name].lo, observed[name].hi, c.next_input_bits, c.next_level)
                     for name, c in costs.items() if c.lookups and name in observed and c.next_input_bits}
-        advised = max((r.bits for r in rounding.values()), default=None)
-        if advised is not None and advised > MAX_ROUNDING_BITS:
-            advised = None  # no rounding Concrete ML accepts keeps the margin
+        advised = advised_bits(rounding)
         return cls(result.path, s, layers, result.diagnostics, fix=fix, suppressed=result.suppressed,
                    estimate=model_estimate(costs, s.rounding_bits), rounding=rounding or None,
                    rounded_estimate=model_estimate(costs, advised) if advised is not None else None)
@@ -176,11 +174,10 @@ class FileReport:
                 **({"rounding_advice": self.rounding_advice()} if self.rounding else {})}
 
     def rounding_advice(self) -> dict[str, Any]:
-        """The rounding_threshold_bits that costs each layer at most half a level of the next
-        quantizer on the calibration data, and the estimate with it."""
+        """The rounding_threshold_bits that moves each layer's output by at most a quarter level
+        of the next quantizer on the calibration data, and the estimate with it."""
         assert self.rounding is not None
-        advised = max(r.bits for r in self.rounding.values())
-        return {"rounding_bits": advised if advised <= MAX_ROUNDING_BITS else None,
+        return {"rounding_bits": advised_bits(self.rounding),
                 "layers": {name: r.as_json() for name, r in self.rounding.items()},
                 **({"estimate": self.rounded_estimate.as_json()} if self.rounded_estimate is not None else {})}
 

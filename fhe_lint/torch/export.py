@@ -43,8 +43,6 @@ def _exported(model: Any, example_input: Any) -> Iterator[Path]:
 
 
 CONCRETE_ML_OPSET = 14  # compile_brevitas_qat_model exports at, and accepts only, this opset
-
-
 CONCRETE_ML_DOMAIN = "onnx.brevitas"  # where the Brevitas Concrete ML pins puts Quant (newer: qonnx's)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 
+from fhe_lint.analysis.rounding import advised_bits
 from fhe_lint.diagnostics import Severity
 from fhe_lint.report.findings import Finding, findings
 from fhe_lint.report.model import FileReport
@@ -134,8 +135,7 @@ def cost_line(r: FileReport) -> str | None:
     rounded = r.rounded_estimate
     if rounded is not None and r.rounding and e is not None and c["rounding_bits"] is None \
             and rounded.complexity < 0.9 * e.complexity:
-        bits = max(x.bits for x in r.rounding.values())
-        text += (f"\nrounding advice: --rounding-bits {bits} (Concrete ML's rounding_threshold_bits) moves no"
+        text += (f"\nrounding advice: --rounding-bits {advised_bits(r.rounding)} (Concrete ML's rounding_threshold_bits) moves no"
                  f" layer's output by more than a quarter level of the next quantizer on this data and cuts the"
                  f" estimate to complexity {rounded.complexity:.2g}, {_duration(rounded.seconds)}")
     return text

@@ -42,8 +42,9 @@ def run_file(path: Path, settings: Settings, fix: bool = False, output: Path | N
         summary = outcome.summary
         if summary.refused is None:
             target: Path | None = output or path
-            if outcome.model is not None:
-                write_model(outcome.model, model, tensors, target, outcome.touched)
+            if outcome.fixed is not None:
+                fixed = outcome.fixed
+                write_model(fixed.model, model, fixed.data or tensors, target, fixed.touched)
             elif output is not None:
                 write_model(model, model, tensors, output, frozenset())  # a clean model is copied as it is
             else:

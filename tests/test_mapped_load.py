@@ -106,8 +106,9 @@ def test_fix_patches_the_mapped_weights_into_a_copy_of_the_file(in_place, tmp_pa
     original = src.read_bytes()
     outcome = fix_model(lint_model(model, src, Settings(max_prune=100.0, max_damage=100.0), data))
     target = src if in_place else tmp_path / "out.onnx"
-    expected = data.standalone(outcome.model)
-    write_model(outcome.model, model, data, target, outcome.touched)
+    fixed = outcome.fixed
+    expected = fixed.data.standalone(fixed.model)
+    write_model(fixed.model, model, fixed.data, target, fixed.touched)
     written = target.read_bytes()
     _, offset, length = data.reference(weight)
     assert len(written) == len(original)  # same layout: only the weight's bytes differ
@@ -203,10 +204,11 @@ def test_fix_writes_the_model_it_read_even_if_the_file_was_replaced_since(tmp_pa
     replacement = tmp_path / "other.onnx"
     shutil.copy(FIXTURES / "mlp_w2a2.onnx", replacement)
     replacement.replace(src)  # another writer renames a different model over it meanwhile
-    write_model(outcome.model, model, data, tmp_path / "out.onnx", outcome.touched)
+    fixed = outcome.fixed
+    write_model(fixed.model, model, fixed.data, tmp_path / "out.onnx", fixed.touched)
     written = (tmp_path / "out.onnx").read_bytes()
     assert len(written) == len(original)
-    _assert_same_content(onnx.load(tmp_path / "out.onnx"), data.standalone(outcome.model))
+    _assert_same_content(onnx.load(tmp_path / "out.onnx"), fixed.data.standalone(fixed.model))
 
 
 def test_model_symlinked_from_another_directory(tmp_path):

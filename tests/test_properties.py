@@ -97,21 +97,21 @@ def test_fix_properties(p, n_max):
     (la0,) = before.analysis.layers
     violating = set(np.flatnonzero(la0.bounds.bits > n_max))
     if la0.bounds.omega < 1:  # FHE003: the bit-widths themselves are the problem
-        assert outcome.model is None and ("FHE003" in (outcome.summary.refused or "")) == bool(violating) \
+        assert outcome.fixed is None and ("FHE003" in (outcome.summary.refused or "")) == bool(violating) \
             or not violating
         return
     if not violating:
-        assert outcome.model is None and outcome.summary.pruned == {}
+        assert outcome.fixed is None and outcome.summary.pruned == {}
         return
-    assert outcome.summary.refused is None and outcome.model is not None
-    (la1,) = lint_model(outcome.model, Path("p.onnx"), settings_).analysis.layers
+    assert outcome.summary.refused is None and outcome.fixed is not None
+    (la1,) = lint_model(outcome.fixed.model, Path("p.onnx"), settings_).analysis.layers
     d0, d1 = la0.layer.weight.d, la1.layer.weight.d
     changed = d0 != d1
     assert set(np.flatnonzero(changed.any(axis=1))) <= violating  # only violating neurons change
     assert (d1[changed] == 0).all()  # they only lose weights
     assert (la1.bounds.bits <= n_max).all()  # the result passes
-    again = fix_model(lint_model(outcome.model, Path("p.onnx"), settings_))
-    assert again.model is None and again.summary.pruned == {}  # fixing again changes nothing
+    again = fix_model(lint_model(outcome.fixed.model, Path("p.onnx"), settings_))
+    assert again.fixed is None and again.summary.pruned == {}  # fixing again changes nothing
 
 
 def _reference_plan(la, n_max: int) -> set[int]:
@@ -138,4 +138,4 @@ def test_fix_plan_is_the_l1_rule_one_tap_at_a_time(p, n_max):
     result = lint_model(build(p), Path("p.onnx"), Settings(n_max=n_max, max_prune=100.0))
     (la,) = result.analysis.layers
     prunes = plan(result.analysis, result.diagnostics)
-    assert {int(i) for p_ in prunes for i in p_.source_index} == _reference_plan(la, n_max)
+    assert {int(i) for p_ in prunes for i in np.flatnonzero(p_.mask)} == _reference_plan(la, n_max)

@@ -14,11 +14,10 @@ import numpy as np
 
 from fhe_lint.errors import FixError
 from fhe_lint.fix import strategies
-from fhe_lint.fix.apply import apply, damage
+from fhe_lint.fix.apply import Fixed, apply, damage
 from fhe_lint.fix.compensate import compare, first_output
 from fhe_lint.fix.edits import LayerEdit
 from fhe_lint.fix.plan import plan, requirements
-from fhe_lint.io.onnx_proto import ModelProto
 from fhe_lint.linter import LintResult, lint_model
 from fhe_lint.report.model import FixSummary, neuron_bits
 
@@ -29,8 +28,7 @@ class FixOutcome:
 
     result: LintResult
     summary: FixSummary
-    model: ModelProto | None = None
-    touched: frozenset[str] = frozenset()  # initializers changed in place (a copy gets a new name)
+    fixed: Fixed | None = None
 
 
 @dataclass(frozen=True)
@@ -39,8 +37,7 @@ class _Candidate:
     edits: list[LayerEdit]
     refused: str | None = None
     after: LintResult | None = None
-    model: ModelProto | None = None
-    touched: frozenset[str] = frozenset()
+    fixed: Fixed | None = None
     impact: tuple[float, float, float] | None = None  # agreement, max |change|, mean squared change
 
     def summary(self, before: dict) -> FixSummary:
@@ -79,20 +76,21 @@ def _try(result: LintResult, strategy: str, edits: list[LayerEdit], data: np.nda
     if data is None:
         for e in edits:
             lost = 100 * damage(e)
+            graph.evict()
             if lost > s.max_damage:
                 return _Candidate(strategy, edits, (
                     f"{strategy} would change {lost:.1f} % of {e.layer.name}'s weight energy (more than "
                     f"--max-damage {s.max_damage:g} %) with no data to measure what that costs; give "
                     f"--calibration DATA.npy to measure it and compensate, or lower its bit-widths: "
                     f"{_advice(e, s.n_max)}"))
-    fixed, touched = apply(graph, edits)
-    after = lint_model(fixed, result.path, s, graph.data, result.analysis.complaint)
+    fixed = apply(graph, edits)
+    after = lint_model(fixed.model, result.path, s, fixed.data, result.analysis.complaint)
     if after.fails(s.strict):
         left = next(d for d in after.diagnostics if d.fails(s.strict))
         return _Candidate(strategy, edits, f"the {strategy} fix would still fail: {left.code} at "
                                            f"{left.place or 'the model'}: {left.message}")
-    measured = compare(reference, first_output(graph, fixed, data)) if data is not None else None
-    return _Candidate(strategy, edits, None, after, fixed, touched, measured)
+    measured = compare(reference, first_output(fixed, data)) if data is not None else None
+    return _Candidate(strategy, edits, None, after, fixed, measured)
 
 
 def fix_model(result: LintResult, data: np.ndarray | None = None) -> FixOutcome:
@@ -123,7 +121,7 @@ def fix_model(result: LintResult, data: np.ndarray | None = None) -> FixOutcome:
         "bits": lambda: [strategies.narrow(result.analysis, wanted, prunes, None)] + (
             [strategies.narrow(result.analysis, wanted, prunes, data)] if data is not None else []),
     }
-    reference = first_output(result.analysis.graph, result.analysis.graph.model, data) if data is not None else None
+    reference = first_output(result.analysis.graph, data) if data is not None else None
     tried = [_try(result, name, edits, data, reference) for name in (makers if strategy == "auto" else [strategy])
              for edits in makers[name]()]
     fitting = [c for c in tried if c.refused is None]
@@ -138,4 +136,4 @@ def fix_model(result: LintResult, data: np.ndarray | None = None) -> FixOutcome:
             return FixOutcome(result, _Candidate(best.strategy, best.edits, (
                 f"the fix changes {drop:.2f} % of predictions on the calibration data (more than "
                 f"--max-agreement-drop {s.max_agreement_drop:g} %)"), impact=best.impact).summary(before))
-    return FixOutcome(best.after, best.summary(before), best.model, best.touched)
+    return FixOutcome(best.after, best.summary(before), best.fixed)

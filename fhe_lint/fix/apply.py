@@ -8,7 +8,8 @@ was not asked to change changes.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -17,7 +18,8 @@ from fhe_lint.errors import FixError
 from fhe_lint.fix.edits import LayerEdit, QuantizerEdit
 from fhe_lint.formats.graph import Graph, attr
 from fhe_lint.formats.quantizer import Quantizer, integer_range
-from fhe_lint.io.onnx_proto import ModelProto, NodeProto, TensorProto, from_array
+from fhe_lint.io.onnx_proto import PLAIN_DTYPES, ModelProto, NodeProto, TensorProto, from_array
+from fhe_lint.io.tensor_data import TensorData, is_external
 
 
 class _Names:
@@ -61,61 +63,105 @@ def _at(q: Quantizer, shape: tuple[int, ...], index: np.ndarray) -> Quantizer:
     return replace(q, scale=params[0], zero_point=params[1])
 
 
+def _chunks(e: LayerEdit) -> Iterator[tuple[slice, np.ndarray, np.ndarray | None]]:
+    """The weight's constant in flat chunks: each chunk's slice, the flat positions in it the edit
+    changes, and their new levels (None: pruned). Chunked so that no temporary is weight-sized."""
+    size, done = e.mask.size, 0
+    for i in range(0, size, _CHUNK):
+        part = slice(i, min(i + _CHUNK, size))
+        index = i + np.flatnonzero(e.mask[part])
+        levels = None if e.levels is None else e.levels[done:done + index.size]
+        done += index.size
+        yield part, index, levels
+
+
+_CHUNK = 1 << 20
+
+
 def damage(e: LayerEdit) -> float:
     """Share of the layer's weight energy (sum of squared real weights) the edit changes: what a
     fix costs when there is no data to measure it on."""
     weight = e.layer.layer.weight
-    source, q = weight.source_values, weight.quantizer
+    source, q, new_q = weight.source_values, weight.quantizer, weight_quantizer(e)
     flat = source.reshape(-1)
-
-    def real(quantizer: Quantizer, index: np.ndarray, levels: np.ndarray | None = None) -> np.ndarray:
-        at = _at(quantizer, source.shape, index)
-        return (at.levels(flat[index]) if levels is None else levels) * at.scale
-
-    step = 1 << 20
-    total = sum(float(np.square(real(q, np.arange(i, min(i + step, flat.size)))).sum())
-                for i in range(0, flat.size, step))
-    new = np.zeros(e.source_index.size) if e.levels is None else real(weight_quantizer(e), e.source_index, e.levels)
-    return float(np.square(new - real(q, e.source_index)).sum()) / max(total, 1e-300)
+    total = lost = 0.0
+    for part, index, levels in _chunks(e):
+        at = _at(q, source.shape, np.arange(part.start, part.stop))
+        old = at.levels(flat[part]) * at.scale
+        total += float(np.square(old).sum())
+        if index.size:
+            new = 0.0 if levels is None else levels * _at(new_q, source.shape, index).scale
+            lost += float(np.square(new - old[index - part.start]).sum())
+    return lost / max(total, 1e-300)
 
 
 def _edited_weights(graph: Graph, e: LayerEdit) -> np.ndarray:
     weight = e.layer.layer.weight
     w = graph.const(weight.source).copy()
     flat, q = w.reshape(-1), weight_quantizer(e)
-    # the quantizer as it applies to the edited positions alone: only those are set and checked
-    at = _at(q, w.shape, e.source_index)
-    if e.levels is None:  # one value (and one check) when the parameters are scalars
-        values = at.pruned_values(np.broadcast_shapes(np.shape(at.scale), np.shape(at.zero_point)))
-        wanted = np.zeros(values.shape, dtype=np.int64)
-    else:
-        values = e.levels + at.zero_point if q.integer_source else e.levels * at.scale
-        wanted = e.levels
-    flat[e.source_index] = values
-    if (at.levels(flat[e.source_index] if e.levels is not None else values) != wanted).any():
-        raise FixError(f"{e.layer.name}: the new weights do not land on the quantizer's grid "
-                       "(a weight zero-point outside its range cannot add nothing)")
+    for _, index, levels in _chunks(e):
+        if not index.size:
+            continue
+        at = _at(q, w.shape, index)  # the quantizer at the edited positions alone
+        if levels is None:
+            flat[index] = at.pruned_values(index.shape)
+            wanted = 0
+        else:
+            flat[index] = levels + at.zero_point if q.integer_source else levels * at.scale
+            wanted = levels
+        if (at.levels(flat[index]) != wanted).any():
+            raise FixError(f"{e.layer.name}: the new weights do not land on the quantizer's grid "
+                           "(a weight zero-point outside its range cannot add nothing)")
     return w
 
 
-def apply(graph: Graph, edits: list[LayerEdit]) -> tuple[ModelProto, frozenset[str]]:
-    """A copy of the graph's model with the edits made, and the initializers changed in place."""
+@dataclass(frozen=True)
+class Fixed:
+    """A fixed model: its proto, the data it reads (new weights patched over the original's
+    bytes, not copied into the proto) and the initializers changed in place."""
+
+    model: ModelProto
+    data: TensorData | None
+    touched: frozenset[str]
+
+
+class _Store:
+    """Where new initializer values go: over the bytes of a tensor that stays in its file, or
+    into the fixed proto."""
+
+    def __init__(self, graph: Graph, g) -> None:
+        self.graph, self.inits = graph, {t.name: t for t in g.initializer}
+        self.patches: list[tuple[TensorProto, np.ndarray]] = []
+        self.touched: set[str] = set()
+
+    def set(self, name: str, values: np.ndarray) -> None:
+        original = self.graph.const_proto(name)
+        if self.graph.data is not None and is_external(original) and original.data_type in PLAIN_DTYPES:
+            self.patches.append((original, values))
+        else:
+            self.inits[name].CopyFrom(_tensor(values, name, original))
+        self.touched.add(name)
+
+    def data(self) -> TensorData | None:
+        return self.graph.data.patched(self.patches) if self.patches else self.graph.data
+
+
+def apply(graph: Graph, edits: list[LayerEdit]) -> Fixed:
+    """A copy of the graph's model with the edits made."""
     fixed = ModelProto()
     fixed.CopyFrom(graph.model)
     g = fixed.graph
     index = {id(n): i for i, n in enumerate(graph.nodes)}
     names = _Names(fixed)
-    inits = {t.name: t for t in g.initializer}
-    touched = set()
+    store = _Store(graph, g)
     for e in edits:
         la, weight = e.layer, e.layer.layer.weight
         path = [g.node[index[id(n)]] for n in weight.path]
-        if e.source_index.size == 0:
+        if not e.mask.any():
             pass  # no weight changes: only a quantizer or a bias does
         elif not _is_shared(graph, la):
-            values = _edited_weights(graph, e)
-            inits[weight.source].CopyFrom(_tensor(values, weight.source, graph.const_proto(weight.source)))
-            touched.add(weight.source)
+            store.set(weight.source, _edited_weights(graph, e))
+            graph.evict()
         else:  # clone initializer and weight path for this layer alone, then rewire the layer
             tensor = names.new(weight.source, "pruned")
             g.initializer.append(_tensor(_edited_weights(graph, e), tensor, graph.const_proto(weight.source)))
@@ -141,10 +187,10 @@ def apply(graph: Graph, edits: list[LayerEdit]) -> tuple[ModelProto, frozenset[s
         if e.input_quantizer is not None:
             _regrid(graph, g.node[index[id(e.input_quantizer.node)]], e.input_quantizer, names, g)
         if e.bias_delta is not None:
-            _correct_bias(graph, la, e.bias_delta, inits, touched)
+            _correct_bias(graph, la, e.bias_delta, store)
     _drop_orphans(graph.model, fixed)
     _topological_sort(fixed)
-    return fixed, frozenset(touched)
+    return Fixed(fixed, store.data(), frozenset(store.touched))
 
 
 def _drop_orphans(original: ModelProto, fixed: ModelProto) -> None:
@@ -185,13 +231,15 @@ def bias_input(graph: Graph, la: LayerAnalysis) -> str | None:
     return name if value.size in (1, la.layer.neurons) else None
 
 
-def _correct_bias(graph: Graph, la: LayerAnalysis, delta: np.ndarray, inits: dict, touched: set) -> None:
+def _correct_bias(graph: Graph, la: LayerAnalysis, delta: np.ndarray, store: _Store) -> None:
     name = bias_input(graph, la)
     value = graph.const(name)
     new = (np.broadcast_to(value.reshape(-1), delta.shape) + delta).astype(value.dtype)
-    shape = value.shape if value.size == delta.size else delta.shape
-    inits[name].CopyFrom(_tensor(new.reshape(shape), name, graph.const_proto(name)))
-    touched.add(name)
+    if value.size == delta.size:
+        store.set(name, new.reshape(value.shape))
+    else:  # a scalar bias becomes one per neuron: a new shape, in the proto
+        store.inits[name].CopyFrom(_tensor(new, name, graph.const_proto(name)))
+        store.touched.add(name)
 
 
 def _tensor(values: np.ndarray, name: str, original: TensorProto) -> TensorProto:

@@ -16,12 +16,11 @@ from fhe_lint.analysis.accumulators import LayerAnalysis
 from fhe_lint.analysis.execute import evaluate
 from fhe_lint.analysis.taps import data_input, tap_groups
 from fhe_lint.formats.channels_last import is_channels_last
-from fhe_lint.fix.apply import apply, bias_input
+from fhe_lint.fix.apply import Fixed, apply, bias_input
 from fhe_lint.fix.edits import LayerEdit, changed
 from fhe_lint.fix.solve import Problem, moments, solve
 from fhe_lint.formats.graph import Graph
 from fhe_lint.formats.quantizer import IntRange, Quantizer
-from fhe_lint.io.onnx_proto import ModelProto
 
 DATA_OPS = frozenset({"Gemm", "MatMul", "Conv"})
 
@@ -35,14 +34,16 @@ class Target:
     limit: np.ndarray
 
 
-def run(graph: Graph, model: ModelProto, data: np.ndarray, names: list[str]) -> list[np.ndarray]:
-    """Tensors ``names`` of ``model`` (a fix of ``graph``'s, its external data read the same way)."""
-    return evaluate(Graph(model, graph.data).standalone(), data, names)
+def run(model: Graph | Fixed, data: np.ndarray, names: list[str]) -> list[np.ndarray]:
+    """Tensors ``names`` of a model, original or fixed, on ``data``."""
+    graph = model if isinstance(model, Graph) else Graph(model.model, model.data)
+    return evaluate(graph.standalone(), data, names)
 
 
-def first_output(graph: Graph, model: ModelProto, data: np.ndarray) -> np.ndarray:
+def first_output(model: Graph | Fixed, data: np.ndarray) -> np.ndarray:
     """The model's first output on ``data``, one row per input."""
-    (out,) = run(graph, model, data, [model.graph.output[0].name])
+    proto = model.model
+    (out,) = run(model, data, [proto.graph.output[0].name])
     return out.reshape(len(data), -1).astype(np.float64)
 
 
@@ -70,11 +71,11 @@ class Inputs:
     def new(self, la: LayerAnalysis, edits: list[LayerEdit]) -> np.ndarray:
         if not edits:
             return self.old(la)
-        return run(self.graph, apply(self.graph, edits)[0], self.data, [data_input(la)])[0]
+        return run(apply(self.graph, edits), self.data, [data_input(la)])[0]
 
     def output_error(self, edits: list[LayerEdit]) -> float:
         """Mean squared change of the model's output once ``edits`` are made."""
-        return compare(self.reference, first_output(self.graph, apply(self.graph, edits)[0], self.data))[2]
+        return compare(self.reference, first_output(apply(self.graph, edits), self.data))[2]
 
 
 def neuron_grid(la: LayerAnalysis, q: Quantizer) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -135,5 +136,6 @@ def edit(la: LayerAnalysis, levels: np.ndarray, delta: np.ndarray, strategy: str
     # on a new grid every float weight must be rewritten to land on its level, changed or not
     at = np.ones(d.shape, dtype=bool) if quantizers.get("weight_quantizer") else levels != d
     has_bias = bias_input(graph, la) is not None and np.abs(delta).max(initial=0) > 0
-    return LayerEdit(la, index[at], levels[at], strategy, *changed(d, levels),
-                     bias_delta=delta if has_bias else None, **quantizers)
+    pruned, moved = changed(d, levels)
+    return LayerEdit.at(la, index[at], levels[at], strategy=strategy, pruned=pruned, moved=moved,
+                        bias_delta=delta if has_bias else None, **quantizers)

@@ -24,11 +24,13 @@ class QuantizerEdit:
 
 @dataclass(frozen=True)
 class LayerEdit:
-    """One layer's change: at ``source_index`` (flat positions in the weight's constant) the
-    levels ``q - zp`` become ``levels`` (None: add nothing, i.e. pruning)."""
+    """One layer's change: where ``mask`` (one flag per element of the weight's constant, flat)
+    is set, the levels ``q - zp`` become ``levels``, given in flat order (None: add nothing, i.e.
+    pruning). A flag per weight, not a position: a fix that prunes most of a large model holds
+    a byte per weight rather than eight."""
 
     layer: LayerAnalysis
-    source_index: np.ndarray
+    mask: np.ndarray
     levels: np.ndarray | None = None
     strategy: str = "prune"
     pruned: int = 0  # taps that now add nothing and did before
@@ -36,6 +38,16 @@ class LayerEdit:
     weight_quantizer: QuantizerEdit | None = None
     input_quantizer: QuantizerEdit | None = None
     bias_delta: np.ndarray | None = None  # per neuron, in the output's real units
+
+    @classmethod
+    def at(cls, layer: LayerAnalysis, positions: np.ndarray, levels: np.ndarray | None = None,
+           **fields) -> LayerEdit:
+        """The edit of the taps at flat ``positions`` (distinct, in any order) of the constant."""
+        mask = np.zeros(layer.layer.weight.source_values.size, dtype=bool)
+        mask[positions] = True
+        if levels is not None:
+            levels = levels[np.argsort(positions, kind="stable")]
+        return cls(layer, mask, levels, **fields)
 
     @property
     def fraction(self) -> float:

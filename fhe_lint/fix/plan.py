@@ -53,13 +53,13 @@ class _Taps:
     nonzero: np.ndarray
 
 
-def plan_layer(la: LayerAnalysis, wanted: dict[int, Requirement],
-               activity: np.ndarray | None = None) -> LayerEdit | None:
+def plan_layer(la: LayerAnalysis, wanted: dict[int, Requirement], magnitude: np.ndarray) -> LayerEdit | None:
     """The taps to remove so that every neuron in ``wanted`` meets its requirement.
 
     A strided ConvTranspose sums one phase of a neuron's taps per output, so each phase is
     planned as its own row of taps (the bound is the worst phase); the non-zero budget counts
-    every tap of the neuron, so it is planned over the whole row.
+    every tap of the neuron, so it is planned over the whole row. ``magnitude`` orders the taps
+    (``weight.magnitude()``, scaled by activity for ``--fix-order activation``).
     """
     rows = np.array(sorted(wanted), dtype=np.int64)
     if rows.size == 0:
@@ -67,31 +67,29 @@ def plan_layer(la: LayerAnalysis, wanted: dict[int, Requirement],
     weight, b = la.layer.weight, la.bounds
     n = weight.d.shape[0]
     bits, limit = needs(n, wanted)
-    magnitude = weight.magnitude()
     index = np.ascontiguousarray(weight.source_index())
     x = tap_range(la.layer)
-    if activity is not None:
-        magnitude = (magnitude * activity).astype(np.float32)
     whole = _Taps(weight.d, magnitude, index, b.lo, b.hi, b.nonzero)
     phases = la.layer.phases
+    mask = np.zeros(weight.source_values.size, dtype=bool)
     if phases is None:
-        found = [_plan(whole, x, b.signed, rows, bits, limit)]
+        _plan(whole, x, b.signed, rows, bits, limit, mask)
     else:
-        found = [_plan(whole, x, b.signed, rows, np.full(n, -1), limit)]
+        _plan(whole, x, b.signed, rows, np.full(n, -1), limit, mask)
         for phase in np.unique(phases):
-            mask = phases == phase
-            d = weight.d[:, mask]
+            in_phase = phases == phase
+            d = weight.d[:, in_phase]
             lo, hi = bounds.accumulator_interval(d, x.lo, x.hi)
-            part = _Taps(d, magnitude[:, mask], index[:, mask], lo, hi, bounds.nonzero_count(d))
-            found.append(_plan(part, x, b.signed, rows, bits, np.full(n, -1)))
-    taps = np.unique(np.concatenate(found)) if len(found) > 1 else found[0]
-    return LayerEdit(la, taps, pruned=int(taps.size)) if taps.size else None
+            part = _Taps(d, magnitude[:, in_phase], index[:, in_phase], lo, hi, bounds.nonzero_count(d))
+            _plan(part, x, b.signed, rows, bits, np.full(n, -1), mask)
+    pruned = int(np.count_nonzero(mask))
+    return LayerEdit(la, mask, pruned=pruned) if pruned else None
 
 
-def _plan(t: _Taps, x, signed: bool, rows: np.ndarray, bits: np.ndarray, limit: np.ndarray) -> np.ndarray:
-    """Smallest prefix (by importance) of each row's non-zero taps whose removal meets the row's
-    ``bits`` (exact worst case within that many bits; -1: no such need) and ``limit`` (at most
-    that many non-zeros; -1: none).
+def _plan(t: _Taps, x, signed: bool, rows: np.ndarray, bits: np.ndarray, limit: np.ndarray, out: np.ndarray) -> None:
+    """Flag in ``out`` (flat, at ``t.index``'s positions) the smallest prefix (by importance) of
+    each row's non-zero taps whose removal meets the row's ``bits`` (exact worst case within
+    that many bits; -1: no such need) and ``limit`` (at most that many non-zeros; -1: none).
 
     Removing a tap shrinks both ends of the interval (0 lies in every tap's range), so the
     bits needed never grow along the prefix: the prefix lengths that do not fit come first,
@@ -100,7 +98,7 @@ def _plan(t: _Taps, x, signed: bool, rows: np.ndarray, bits: np.ndarray, limit: 
     """
     rows = rows[(bits[rows] > 0) | (limit[rows] >= 0)]
     if rows.size == 0:
-        return np.zeros(0, dtype=np.intp)
+        return
     n = t.d.shape[1]
     index = t.index.reshape(-1)
     # Each tap is sorted as one uint64: importance bits, then its column, then (int8 levels) its
@@ -110,7 +108,7 @@ def _plan(t: _Taps, x, signed: bool, rows: np.ndarray, bits: np.ndarray, limit: 
     terms = _term_table(x.lo, x.hi, n) if packed else None
     step = max(1, _BLOCK // max(n, 1))
 
-    def plan_rows(r: np.ndarray) -> np.ndarray:
+    def plan_rows(r: np.ndarray) -> None:  # blocks flag distinct positions: no two write one byte
         d = t.d[r]
         # zero taps first (key 0), then by importance: +1 keeps a tap of importance 0 after them
         key = np.where(d == 0, np.uint32(0), t.magnitude[r].view(np.uint32) + np.uint32(1)).astype(np.uint64)
@@ -138,10 +136,9 @@ def _plan(t: _Taps, x, signed: bool, rows: np.ndarray, bits: np.ndarray, limit: 
         dropped = key[(slot >= first[:, None]) & (slot < cut[:, None])]
         position = ((dropped >> np.uint64(8)) & _COLUMN if packed else dropped & _LOW32).astype(np.intp)
         position += np.repeat(r * n, np.maximum(cut - first, 0))
-        return np.take(index, position)
+        out[np.take(index, position)] = True
 
-    blocks = [rows[i:i + step] for i in range(0, rows.size, step)]
-    return np.concatenate(map_blocks(plan_rows, blocks))
+    map_blocks(plan_rows, [rows[i:i + step] for i in range(0, rows.size, step)])
 
 
 _BLOCK = 1 << 16  # taps planned at once: sort and prefix sums stay in cache
@@ -173,7 +170,9 @@ def prune_to_fit(d: np.ndarray, magnitude: np.ndarray, x: IntRange, n_max: int) 
     n = d.shape[0]
     index = np.arange(d.size, dtype=np.int64).reshape(d.shape)
     taps = _Taps(d, magnitude.astype(np.float32), index, lo, hi, bounds.nonzero_count(d))
-    return _plan(taps, x, signed, rows, np.full(n, n_max, dtype=np.int64), np.full(n, -1, dtype=np.int64))
+    mask = np.zeros(d.size, dtype=bool)
+    _plan(taps, x, signed, rows, np.full(n, n_max, dtype=np.int64), np.full(n, -1, dtype=np.int64), mask)
+    return np.flatnonzero(mask)
 
 
 def plan(analysis: ModelAnalysis, diagnostics: Iterable[Diagnostic],
@@ -183,7 +182,11 @@ def plan(analysis: ModelAnalysis, diagnostics: Iterable[Diagnostic],
     out = []
     for la in analysis.layers:
         if la.name in wanted:
-            p = plan_layer(la, wanted[la.name], (activity or {}).get(la.name))
+            magnitude = la.layer.weight.magnitude()
+            analysis.graph.evict()  # the weights' pages: read again only by the fix's edit
+            if activity is not None and la.name in activity:
+                magnitude = (magnitude * activity[la.name]).astype(np.float32)
+            p = plan_layer(la, wanted[la.name], magnitude)
             if p is not None:
                 out.append(p)
     return out

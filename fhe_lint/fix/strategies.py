@@ -29,7 +29,8 @@ def _levels_without(la: LayerAnalysis, prune: LayerEdit | None) -> np.ndarray:
     d = la.layer.weight.d.astype(np.int64)
     if prune is None:
         return d
-    return np.where(np.isin(la.layer.weight.source_index(), prune.source_index), 0, d)
+    weight = la.layer.weight
+    return np.where(weight.layout(prune.mask.reshape(weight.source_values.shape)), 0, d)
 
 
 def compensate(analysis: ModelAnalysis, wanted: Wanted, prunes: list[LayerEdit], data: np.ndarray) -> list[LayerEdit]:
@@ -123,7 +124,7 @@ def _narrowed(analysis: ModelAnalysis, la: LayerAnalysis, earlier: list[LayerEdi
     if qe is None:
         return None
     kind = {"weight_quantizer": qe} if weight else {"input_quantizer": qe}
-    probe = LayerEdit(la, np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.int64), "bits", **kind)
+    probe = LayerEdit.at(la, np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.int64), strategy="bits", **kind)
     q = weight_quantizer(probe)
     w, grid = la.layer.weight, comp.neuron_grid(la, q)
     if grid is None:

@@ -79,6 +79,11 @@ class Graph:
             raise UnsupportedModelError(f"initializer {proto.name!r} is external data, not loaded")
         return self.data.array(proto)
 
+    def evict(self) -> None:
+        """Hand the pages of mapped weights back (see ``TensorData.evict``)."""
+        if self.data is not None:
+            self.data.evict()
+
     def standalone(self) -> ModelProto:
         """The model with every tensor's data inside it, for evaluators that read the proto."""
         return self.model if self.data is None else self.data.standalone(self.model)

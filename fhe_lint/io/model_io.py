@@ -164,7 +164,8 @@ def _without_external_data(model: ModelProto) -> bytes:
 
 def write_model(fixed: ModelProto, original: ModelProto, data: TensorData, target: Path,
                 touched: frozenset[str]) -> None:
-    """Write ``fixed``, a fix of ``original`` (read through ``data``), over ``target``.
+    """Write ``fixed``, a fix of ``original``, over ``target``; ``data`` reads both (the fix's new
+    weights are its patches over the original's bytes).
 
     When the fix only rewrote the bytes of tensors that sit in files (the model's own mapped
     initializers, or external data), those bytes are patched into copies at unchanged offsets: a
@@ -177,13 +178,15 @@ def write_model(fixed: ModelProto, original: ModelProto, data: TensorData, targe
     same = Path(os.path.realpath(target)) == source
     refs = {t.name: t for t in original.graph.initializer if is_external(t)}
     files = {name: data.reference(t) for name, t in refs.items()}
-    patches: dict[Path, list[tuple[int, TensorProto]]] = {}  # bytes read one at a time when written
+    patches: dict[Path, list[tuple[int, memoryview]]] = {}  # bytes read one at a time when written
     for t in fixed.graph.initializer:
         if t.name in touched and t.name in files:
             file, offset, length = files[t.name]
-            if is_external(t) or len(t.raw_data) != length:
+            new = data.raw(t) if is_external(t) and data.reference(t) == files[t.name] else \
+                None if is_external(t) else memoryview(t.raw_data)
+            if new is None or len(new) != length:
                 raise FixError(f"{source}: tensor {t.name!r} changed size; cannot patch it in place")
-            patches.setdefault(file, []).append((offset, t))
+            patches.setdefault(file, []).append((offset, new))
     external_files = {file for file, _, _ in files.values()} - {source}
     only_data_changed = [t.name for t in fixed.graph.initializer] == [t.name for t in original.graph.initializer] \
         and len(fixed.graph.node) == len(original.graph.node) and touched <= files.keys()
@@ -213,16 +216,15 @@ def write_model(fixed: ModelProto, original: ModelProto, data: TensorData, targe
     write_atomic(target, serialized)
 
 
-def _write_patched(data: TensorData, source: Path, target: Path,
-                   changes: list[tuple[int, TensorProto]]) -> None:
-    """Replace ``target`` by the bytes of ``source`` as read (its mapping: a file replaced since is
-    not mixed in), with each tensor's ``raw_data`` written at its offset, atomically."""
+def _write_patched(data: TensorData, source: Path, target: Path, changes: list[tuple[int, memoryview]]) -> None:
+    """Replace ``target`` by the original bytes of ``source`` (its mapping: a file replaced since
+    is not mixed in), with each change's bytes written at its offset, atomically."""
 
     def fill(f: BinaryIO) -> None:
         data.copy_file(source, f)
-        for offset, tensor in changes:
+        for offset, new in changes:
             f.seek(offset)
-            f.write(tensor.raw_data)
+            f.write(new)
 
     write_atomic(target, fill)
 

@@ -4,13 +4,19 @@ A model's weights are read as views of mapped files, so loading copies nothing a
 only the pages being read; :meth:`TensorData.release` hands pages back once a weight has been
 quantized. The same references serve the model's own file (see ``protowire``) and ONNX external
 data files, and every location is checked to stay inside the model's directory.
+
+A fix does not copy new weights into the model proto: :meth:`TensorData.patched` puts them over
+the bytes they replace, so the fixed model is read (re-lint, evaluation) and written (patched
+into a copy of the file) from the one array per tensor, never a second serialized copy.
 """
 
 from __future__ import annotations
 
+import copy
 import mmap
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -19,7 +25,7 @@ import numpy as np
 from fhe_lint.errors import ModelLoadError
 from fhe_lint.io.onnx_proto import ModelProto, PLAIN_DTYPES, TensorProto, all_tensors, to_array
 
-_COPY_CHUNK = 64 << 20  # a multiple of every page size
+_COPY_CHUNK = 16 << 20  # a multiple of every page size; pages copied leave memory a chunk at a time
 
 
 def is_external(tensor: TensorProto) -> bool:
@@ -38,8 +44,26 @@ class TensorData:
         self.model_path = Path(os.path.realpath(model_path))
         self.base = self.model_path.parent
         self._maps: dict[Path, mmap.mmap] = {}
+        self._patches: dict[tuple[Path, int], np.ndarray] = {}  # new bytes at (file, offset)
         if model_map is not None:
             self._maps[self.model_path] = model_map
+
+    def patched(self, values: Iterable[tuple[TensorProto, np.ndarray]]) -> TensorData:
+        """The same files read with each external tensor of ``values`` holding its new values
+        (stored as the tensor's own plain element type; the files are not touched)."""
+        out = copy.copy(self)
+        out._patches = dict(self._patches)
+        for tensor, a in values:
+            path, offset, length = self.reference(tensor)
+            stored = np.ascontiguousarray(a, dtype=PLAIN_DTYPES[tensor.data_type].newbyteorder("<"))
+            if stored.nbytes != length:
+                raise ValueError(f"tensor {tensor.name!r}: {stored.nbytes} new bytes for {length}")
+            out._patches[path, offset] = stored.reshape(-1)
+        return out
+
+    def patches(self, path: Path) -> list[tuple[int, memoryview]]:
+        """The new bytes over ``path``, by offset."""
+        return [(offset, memoryview(a).cast("B")) for (p, offset), a in self._patches.items() if p == path]
 
     def reference(self, tensor: TensorProto) -> tuple[Path, int, int]:
         """(file, offset, length) of an external tensor, refusing any location outside the
@@ -69,6 +93,8 @@ class TensorData:
     def raw(self, tensor: TensorProto) -> memoryview:
         """The stored bytes of an external tensor (a view of the mapped file)."""
         path, offset, length = self.reference(tensor)
+        if (path, offset) in self._patches:
+            return memoryview(self._patches[path, offset]).cast("B")
         if length == 0:  # an empty file cannot be mapped
             return memoryview(b"")
         return memoryview(self._map(path))[offset:offset + length]
@@ -117,6 +143,13 @@ class TensorData:
         last = (start + a.nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
         if last > first:
             owner.madvise(mmap.MADV_DONTNEED, first, last - first)
+
+    def evict(self) -> None:
+        """Drop every mapped page from this process's memory (a fix reads each weight several
+        times, a layer at a time); they are read again from the page cache if ever touched."""
+        for mapped in self._maps.values():
+            if hasattr(mapped, "madvise") and len(mapped):
+                mapped.madvise(mmap.MADV_DONTNEED)
 
     def copy_file(self, path: Path, out: BinaryIO) -> None:
         """Write the whole mapped ``path`` to ``out`` in chunks, each leaving memory once written."""

@@ -39,6 +39,7 @@ def run_file(path: Path, settings: Settings, fix: bool = False, output: Path | N
         from fhe_lint.fix import fix_model
 
         outcome = fix_model(result, data)
+        del result  # the unfixed model's arrays: the report and the write read the fixed one's
         summary = outcome.summary
         if summary.refused is None:
             target: Path | None = output or path

@@ -145,7 +145,7 @@ def test_narrowing_an_input_regrids_the_quantizer_that_produces_it():
     la = next(la for la in result.analysis.layers if la.name == "/seq/seq.3/Gemm")
     bits = bit_advice(la, 16).max_input_bits
     edit = _narrowed(result.analysis, la, [], None, input=bits)
-    assert edit.input_quantizer.bits == bits < 7 and not edit.mask.any()
+    assert edit.input_quantizer.bits == bits < 7 and not edit.flags.any()
     fixed = apply(result.analysis.graph, [edit]).model
     after = lint_model(fixed, Path(src), Settings(select=frozenset({"FHE001"})))
     layer = next(la for la in after.analysis.layers if la.name == "/seq/seq.3/Gemm")

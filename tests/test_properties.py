@@ -138,4 +138,4 @@ def test_fix_plan_is_the_l1_rule_one_tap_at_a_time(p, n_max):
     result = lint_model(build(p), Path("p.onnx"), Settings(n_max=n_max, max_prune=100.0))
     (la,) = result.analysis.layers
     prunes = plan(result.analysis, result.diagnostics)
-    assert {int(i) for p_ in prunes for i in np.flatnonzero(p_.mask)} == _reference_plan(la, n_max)
+    assert {int(i) for p_ in prunes for i in np.flatnonzero(p_.mask())} == _reference_plan(la, n_max)

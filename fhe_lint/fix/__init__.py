@@ -75,8 +75,7 @@ def _try(result: LintResult, strategy: str, edits: list[LayerEdit], data: np.nda
                                                f"instead: {_advice(e, s.n_max)}")
     if data is None:
         for e in edits:
-            lost = 100 * damage(e)
-            graph.evict()
+            lost = 100 * damage(graph, e)
             if lost > s.max_damage:
                 return _Candidate(strategy, edits, (
                     f"{strategy} would change {lost:.1f} % of {e.layer.name}'s weight energy (more than "
@@ -91,6 +90,11 @@ def _try(result: LintResult, strategy: str, edits: list[LayerEdit], data: np.nda
                                            f"{left.place or 'the model'}: {left.message}")
     measured = compare(reference, first_output(fixed, data)) if data is not None else None
     return _Candidate(strategy, edits, None, after, fixed, measured)
+
+
+def _agreement(c: _Candidate) -> float:
+    """Share of the calibration predictions the candidate keeps (no data: all alike)."""
+    return c.impact[0] if c.impact else 0.0
 
 
 def fix_model(result: LintResult, data: np.ndarray | None = None) -> FixOutcome:
@@ -122,14 +126,19 @@ def fix_model(result: LintResult, data: np.ndarray | None = None) -> FixOutcome:
             [strategies.narrow(result.analysis, wanted, prunes, data)] if data is not None else []),
     }
     reference = first_output(result.analysis.graph, data) if data is not None else None
-    tried = [_try(result, name, edits, data, reference) for name in (makers if strategy == "auto" else [strategy])
-             for edits in makers[name]()]
-    fitting = [c for c in tried if c.refused is None]
-    if not fitting:
-        refused = tried[0] if strategy != "auto" else tried[-1]
-        return FixOutcome(result, refused.summary(before))
-    # most predictions kept; a tie keeps the strategy that changes the model least (the first)
-    best = max(fitting, key=lambda c: c.impact[0] if c.impact else 0.0)
+    # the most predictions kept, a tie keeping the first; no candidate is held but the best so
+    # far (each holds a model's worth of new weights)
+    best: _Candidate | None = None
+    refused: list[_Candidate] = []
+    for name in makers if strategy == "auto" else [strategy]:
+        for edits in makers[name]():
+            c = _try(result, name, edits, data, reference)
+            if c.refused is not None:
+                refused.append(c)
+            elif best is None or _agreement(c) > _agreement(best):  # a tie keeps the first
+                best = c
+    if best is None:
+        return FixOutcome(result, (refused[0] if strategy != "auto" else refused[-1]).summary(before))
     if best.impact is not None and s.max_agreement_drop is not None:
         drop = 100 * (1 - best.impact[0])
         if drop > s.max_agreement_drop:

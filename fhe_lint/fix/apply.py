@@ -56,29 +56,33 @@ def weight_quantizer(e: LayerEdit) -> Quantizer:
     return replace(q, scale=qe.scale.astype(np.float64), range=grid, bits=qe.bits or q.bits)
 
 
-def _at(q: Quantizer, shape: tuple[int, ...], index: np.ndarray) -> Quantizer:
+def _at(q: Quantizer, shape: tuple[int, ...], index: np.ndarray | slice) -> Quantizer:
     """The quantizer as it applies to some flat positions of its input alone (scalars stay scalars)."""
-    params = [v.reshape(()) if v.size == 1 else np.broadcast_to(v, shape)[np.unravel_index(index, shape)]
-              for v in (q.scale, q.zero_point)]
-    return replace(q, scale=params[0], zero_point=params[1])
+    def at(v: np.ndarray) -> np.ndarray:
+        if v.size == 1:
+            return v.reshape(())
+        flat = np.arange(index.start, index.stop) if isinstance(index, slice) else index
+        return np.broadcast_to(v, shape)[np.unravel_index(flat, shape)]
+
+    return replace(q, scale=at(q.scale), zero_point=at(q.zero_point))
 
 
 def _chunks(e: LayerEdit) -> Iterator[tuple[slice, np.ndarray, np.ndarray | None]]:
     """The weight's constant in flat chunks: each chunk's slice, the flat positions in it the edit
     changes, and their new levels (None: pruned). Chunked so that no temporary is weight-sized."""
-    size, done = e.mask.size, 0
+    size, done = e.layer.layer.weight.source_values.size, 0
     for i in range(0, size, _CHUNK):
         part = slice(i, min(i + _CHUNK, size))
-        index = i + np.flatnonzero(e.mask[part])
+        index = i + np.flatnonzero(e.mask(part))
         levels = None if e.levels is None else e.levels[done:done + index.size]
         done += index.size
         yield part, index, levels
 
 
-_CHUNK = 1 << 20
+_CHUNK = 1 << 20  # a multiple of 8: each chunk's flags start on a byte
 
 
-def damage(e: LayerEdit) -> float:
+def damage(graph: Graph, e: LayerEdit) -> float:
     """Share of the layer's weight energy (sum of squared real weights) the edit changes: what a
     fix costs when there is no data to measure it on."""
     weight = e.layer.layer.weight
@@ -86,8 +90,9 @@ def damage(e: LayerEdit) -> float:
     flat = source.reshape(-1)
     total = lost = 0.0
     for part, index, levels in _chunks(e):
-        at = _at(q, source.shape, np.arange(part.start, part.stop))
+        at = _at(q, source.shape, part)
         old = at.levels(flat[part]) * at.scale
+        graph.release(flat[part])
         total += float(np.square(old).sum())
         if index.size:
             new = 0.0 if levels is None else levels * _at(new_q, source.shape, index).scale
@@ -97,9 +102,12 @@ def damage(e: LayerEdit) -> float:
 
 def _edited_weights(graph: Graph, e: LayerEdit) -> np.ndarray:
     weight = e.layer.layer.weight
-    w = graph.const(weight.source).copy()
+    source = graph.const(weight.source)
+    w = np.empty_like(source)
     flat, q = w.reshape(-1), weight_quantizer(e)
-    for _, index, levels in _chunks(e):
+    for part, index, levels in _chunks(e):
+        flat[part] = source.reshape(-1)[part]
+        graph.release(source.reshape(-1)[part])
         if not index.size:
             continue
         at = _at(q, w.shape, index)  # the quantizer at the edited positions alone
@@ -157,11 +165,10 @@ def apply(graph: Graph, edits: list[LayerEdit]) -> Fixed:
     for e in edits:
         la, weight = e.layer, e.layer.layer.weight
         path = [g.node[index[id(n)]] for n in weight.path]
-        if not e.mask.any():
+        if not e.flags.any():
             pass  # no weight changes: only a quantizer or a bias does
         elif not _is_shared(graph, la):
             store.set(weight.source, _edited_weights(graph, e))
-            graph.evict()
         else:  # clone initializer and weight path for this layer alone, then rewire the layer
             tensor = names.new(weight.source, "pruned")
             g.initializer.append(_tensor(_edited_weights(graph, e), tensor, graph.const_proto(weight.source)))

@@ -24,13 +24,13 @@ class QuantizerEdit:
 
 @dataclass(frozen=True)
 class LayerEdit:
-    """One layer's change: where ``mask`` (one flag per element of the weight's constant, flat)
-    is set, the levels ``q - zp`` become ``levels``, given in flat order (None: add nothing, i.e.
-    pruning). A flag per weight, not a position: a fix that prunes most of a large model holds
-    a byte per weight rather than eight."""
+    """One layer's change: where ``flags`` (``np.packbits`` of one flag per element of the weight's
+    constant, flat) are set, the levels ``q - zp`` become ``levels``, given in flat order (None:
+    add nothing, i.e. pruning). A bit per weight, not a position: a fix that prunes most of a
+    large model holds an eighth of a byte per weight rather than four or eight."""
 
     layer: LayerAnalysis
-    mask: np.ndarray
+    flags: np.ndarray
     levels: np.ndarray | None = None
     strategy: str = "prune"
     pruned: int = 0  # taps that now add nothing and did before
@@ -40,6 +40,11 @@ class LayerEdit:
     bias_delta: np.ndarray | None = None  # per neuron, in the output's real units
 
     @classmethod
+    def of(cls, layer: LayerAnalysis, mask: np.ndarray, levels: np.ndarray | None = None, **fields) -> LayerEdit:
+        """The edit of the taps ``mask`` flags (flat, one per element of the constant)."""
+        return cls(layer, np.packbits(mask), levels, **fields)
+
+    @classmethod
     def at(cls, layer: LayerAnalysis, positions: np.ndarray, levels: np.ndarray | None = None,
            **fields) -> LayerEdit:
         """The edit of the taps at flat ``positions`` (distinct, in any order) of the constant."""
@@ -47,7 +52,13 @@ class LayerEdit:
         mask[positions] = True
         if levels is not None:
             levels = levels[np.argsort(positions, kind="stable")]
-        return cls(layer, mask, levels, **fields)
+        return cls.of(layer, mask, levels, **fields)
+
+    def mask(self, part: slice | None = None) -> np.ndarray:
+        """The flags as booleans, of the whole constant or of ``part`` (starting at a multiple of 8)."""
+        size = self.layer.layer.weight.source_values.size
+        start, stop = (0, size) if part is None else (part.start, min(part.stop, size))
+        return np.unpackbits(self.flags[start // 8:-(-stop // 8)], count=stop - start).view(bool)
 
     @property
     def fraction(self) -> float:

@@ -83,7 +83,7 @@ def plan_layer(la: LayerAnalysis, wanted: dict[int, Requirement], magnitude: np.
             part = _Taps(d, magnitude[:, in_phase], index[:, in_phase], lo, hi, bounds.nonzero_count(d))
             _plan(part, x, b.signed, rows, bits, np.full(n, -1), mask)
     pruned = int(np.count_nonzero(mask))
-    return LayerEdit(la, mask, pruned=pruned) if pruned else None
+    return LayerEdit.of(la, mask, pruned=pruned) if pruned else None
 
 
 def _plan(t: _Taps, x, signed: bool, rows: np.ndarray, bits: np.ndarray, limit: np.ndarray, out: np.ndarray) -> None:

@@ -30,7 +30,7 @@ def _levels_without(la: LayerAnalysis, prune: LayerEdit | None) -> np.ndarray:
     if prune is None:
         return d
     weight = la.layer.weight
-    return np.where(weight.layout(prune.mask.reshape(weight.source_values.shape)), 0, d)
+    return np.where(weight.layout(prune.mask().reshape(weight.source_values.shape)), 0, d)
 
 
 def compensate(analysis: ModelAnalysis, wanted: Wanted, prunes: list[LayerEdit], data: np.ndarray) -> list[LayerEdit]:

@@ -84,6 +84,11 @@ class Graph:
         if self.data is not None:
             self.data.evict()
 
+    def release(self, a: np.ndarray) -> None:
+        """Hand back the pages behind ``a`` if it is a view of a mapped file (``TensorData.release``)."""
+        if self.data is not None:
+            self.data.release(a)
+
     def standalone(self) -> ModelProto:
         """The model with every tensor's data inside it, for evaluators that read the proto."""
         return self.model if self.data is None else self.data.standalone(self.model)

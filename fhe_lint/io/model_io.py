@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError, EncodeError, Message
 
 from fhe_lint.io import protowire
 from fhe_lint.errors import FixError, ModelLoadError
-from fhe_lint.io.onnx_proto import ModelProto, TensorProto, ValidationError, check_model
+from fhe_lint.io.onnx_proto import ModelProto, ValidationError, check_model
 from fhe_lint.formats.ops import QONNX_DOMAINS
 from fhe_lint.io.tensor_data import TensorData, external_tensors, is_external, map_file
 

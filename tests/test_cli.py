@@ -177,6 +177,24 @@ def test_rule_metadata_and_code_parsing_import_neither_onnx_nor_numpy():
     assert out.stdout.strip() == "[]"
 
 
+def test_a_cnns_lint_and_cost_infer_shapes_without_importing_onnx(tmp_path):
+    """Convolutions need shapes (pools, the cost's output counts): onnx's C++ inference does it;
+    onnx's Python package (0.5-1.6 s of start-up) stays out of a pre-commit lint."""
+    model = onnx.load(FIXTURES / "cnn_w6a6_overflow.onnx")
+    del model.graph.value_info[:]  # as most exporters write it: only inference knows the shapes
+    onnx.save(model, tmp_path / "cnn.onnx")
+    code = (
+        "import sys; from pathlib import Path; from fhe_lint.linter import lint_path;"
+        "from fhe_lint.settings import Settings; from fhe_lint.analysis.cost import model_cost;"
+        f"r = lint_path(Path({str(tmp_path / 'cnn.onnx')!r}), Settings());"
+        "import json; print(json.dumps([[c.tlu_count for c in model_cost(r.analysis, None, None).values()],"
+        " 'onnx' in sys.modules]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    counts, imported = json.loads(out)
+    assert counts[:2] == [1536, 432] and not imported  # Concrete ML's count (the conv outputs' shapes known)
+
+
 def test_json_is_parseable_for_many_files():
     rc, rep = lint_json(CLEAN, OVERFLOW)
     assert rc == 1 and [f["path"] for f in rep["files"]] == [str(CLEAN), str(OVERFLOW)]

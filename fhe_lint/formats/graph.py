@@ -15,7 +15,7 @@ import numpy as np
 from fhe_lint.errors import UnsupportedModelError
 from fhe_lint.formats.channels_last import as_channels_first
 from fhe_lint.formats.ops import QONNX_DOMAINS
-from fhe_lint.io.onnx_proto import ModelProto, NodeProto, TensorProto, attribute_value, to_array
+from fhe_lint.io.onnx_proto import ModelProto, NodeProto, TensorProto, attribute_value, infer_shapes, to_array
 from fhe_lint.io.tensor_data import TensorData, is_external
 
 # Sub-byte integer types, decoded into the smallest numpy integer that holds them.
@@ -102,10 +102,8 @@ class Graph:
         quantizers as Identity (a quantizer keeps its input's shape), channels-last ops as their
         standard op between two transposes, malformed ``value_info`` entries dropped."""
         if self._shapes is None:
-            try:
-                from onnx import shape_inference  # only pools and encrypted products need shapes
-
-                inferred = shape_inference.infer_shapes(self._inferable()).graph
+            try:  # only pools, encrypted products and the cost of convolutions need shapes
+                inferred = infer_shapes(self._inferable()).graph
             except Exception:  # noqa: BLE001 - inference is best effort; unknown shapes stay unknown
                 inferred = self.model.graph
             self._shapes = {}

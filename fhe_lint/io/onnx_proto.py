@@ -3,9 +3,9 @@
 ``import onnx`` costs 0.5-1.6 s before any work, nearly all of it ml_dtypes (imported by
 onnx.helper for its float8 tables); a pre-commit hook pays it on every commit (measured here: a
 tiny model's lint took 0.95 s against 0.20 s for ``python -c "import numpy"``). The lint path needs
-only the generated message classes (``onnx/onnx_ml_pb2.py``, pure protobuf), the C++ checker
-(``onnx_cpp2py_export``) and the decoding of plain tensors and attributes. The first two are loaded
-from the installed onnx package by file, the messages under a private module name (protobuf
+only the generated message classes (``onnx/onnx_ml_pb2.py``, pure protobuf), the C++ checker and
+shape inference (``onnx_cpp2py_export``) and the decoding of plain tensors and attributes. The
+first two are loaded from the installed onnx package by file, the messages under a private module name (protobuf
 keeps one class per message type, so onnx's own module holds the same classes) and the checker
 under its own (onnx reuses it); if onnx is already imported, or its layout ever differs, the
 ordinary import is used: the same objects, only slower. Element types and attribute kinds this module does
@@ -66,6 +66,20 @@ def check_model(data: bytes) -> None:
         import onnx.checker
 
         onnx.checker.check_model(data)
+
+
+def infer_shapes(model: Any) -> Any:
+    """``onnx.shape_inference.infer_shapes(model)`` through the C++ module (``import onnx`` would
+    cost a CNN's lint more than the lint itself)."""
+    try:
+        inferred = _C.shape_inference.infer_shapes(model.SerializeToString(), False, False, False)
+    except TypeError:  # another onnx version's signature: its own Python wrapper knows it
+        from onnx import shape_inference
+
+        return shape_inference.infer_shapes(model)
+    out = ModelProto()
+    out.ParseFromString(inferred)
+    return out
 
 
 # Element types held one numpy item per element, with their numpy type.

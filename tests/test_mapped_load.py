@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from conftest import LOSSY, FIXTURES, THIRDPARTY, lint_json, run_cli
 from qonnx_builder import QonnxBuilder
 
-from fhe_lint.io import protowire
+from fhe_lint.io import protowire, protowrite
 from fhe_lint.fix import fix_model
 from fhe_lint.linter import lint_model
 from fhe_lint.io.model_io import read_model, write_model
@@ -40,6 +41,35 @@ def test_analysis_is_the_same_mapped_or_parsed(path):
         assert (a.bounds is None) == (b.bounds is None)
         if a.bounds is not None:
             assert (a.bounds.lo == b.bounds.lo).all() and (a.bounds.hi == b.bounds.hi).all()
+
+
+@pytest.mark.parametrize("path", MODELS, ids=lambda p: p.stem)
+def test_streamed_serialization_is_protobufs_own(path):
+    """The writer that streams each weight from its file writes the bytes protobuf would for the
+    model with its data embedded, whatever the model's fields."""
+    model, data, _ = read_model(path, map_threshold=0)
+    out = io.BytesIO()
+    size, write = protowrite.streamed(model, lambda t: data.raw(t) if is_external(t) else None, data.release_bytes)
+    write(out)
+    assert len(out.getvalue()) == size and out.getvalue() == onnx.load(path).SerializeToString()
+
+
+def test_a_model_with_unknown_fields_is_serialized_by_protobuf(tmp_path):
+    """Unknown fields (a newer onnx's) cannot be split by field number: protobuf writes the model,
+    and nothing of it is lost."""
+    model = onnx.load(FIXTURES / "mlp_w2a2.onnx")
+    unknown = bytes([99 << 3 & 0x7F | 0x80, 99 >> 4, 1])  # field 99 (varint) = 1
+    model.graph.node[0].MergeFromString(unknown)  # inside a field: streamed as it is
+    out = io.BytesIO()
+    protowrite.streamed(model, lambda t: None, lambda v: None)[1](out)
+    assert out.getvalue() == model.SerializeToString()
+    model.graph.MergeFromString(unknown)  # beside the initializers: not split
+    assert protowrite.streamed(model, lambda t: None, lambda v: None) is None
+    src = tmp_path / "m.onnx"
+    src.write_bytes(model.SerializeToString())
+    loaded, data, _ = read_model(src, map_threshold=0)
+    write_model(loaded, loaded, data, tmp_path / "out.onnx", frozenset({"not-a-tensor"}))
+    assert (tmp_path / "out.onnx").read_bytes() == model.SerializeToString()
 
 
 def _read(path: Path, threshold: int):

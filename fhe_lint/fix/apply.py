@@ -79,7 +79,7 @@ def _chunks(e: LayerEdit) -> Iterator[tuple[slice, np.ndarray, np.ndarray | None
         yield part, index, levels
 
 
-_CHUNK = 1 << 20  # a multiple of 8: each chunk's flags start on a byte
+_CHUNK = 1 << 18  # a multiple of 8: each chunk's flags start on a byte
 
 
 def damage(graph: Graph, e: LayerEdit) -> float:

@@ -157,12 +157,15 @@ def attribute_value(a: Any) -> Any:
     return helper.get_attribute_value(a)
 
 
-def all_tensors(model: Any) -> Iterator[Any]:
-    """Every tensor of ``model``: initializers and attribute tensors, subgraphs included."""
-    graphs = [model.graph]
+def all_tensors(model: Any, main_initializers: bool = True) -> Iterator[Any]:
+    """Every tensor of ``model``: initializers and attribute tensors, subgraphs included (the main
+    graph's initializers unless told not to)."""
+    graphs, main = [model.graph], True
     while graphs:
         g = graphs.pop()
-        yield from g.initializer
+        if main_initializers or not main:
+            yield from g.initializer
+        main = False
         for node in g.node:
             for a in node.attribute:
                 if a.HasField("t"):

@@ -32,9 +32,9 @@ def is_external(tensor: TensorProto) -> bool:
     return tensor.data_location == TensorProto.EXTERNAL
 
 
-def external_tensors(model: ModelProto) -> list[TensorProto]:
+def external_tensors(model: ModelProto, main_initializers: bool = True) -> list[TensorProto]:
     """Every tensor of ``model`` (initializers, Constant nodes, subgraphs) whose data is elsewhere."""
-    return [t for t in all_tensors(model) if is_external(t)]
+    return [t for t in all_tensors(model, main_initializers) if is_external(t)]
 
 
 class TensorData:
@@ -128,6 +128,11 @@ class TensorData:
         for t in external_tensors(out):
             t.CopyFrom(self.embedded(t))
         return out
+
+    def release_bytes(self, view: memoryview) -> None:
+        """:meth:`release` for bytes read through :meth:`raw`."""
+        if len(view):
+            self.release(np.frombuffer(view, dtype=np.uint8))
 
     def release(self, a: np.ndarray) -> None:
         """Drop the pages behind ``a``, a view of a mapped file, from this process's memory;

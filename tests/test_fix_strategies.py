@@ -173,3 +173,26 @@ def test_a_fix_without_data_never_imports_the_onnx_package(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "False"]
+
+
+def test_a_layer_too_wide_to_compensate_keeps_l1_pruning(monkeypatch):
+    """Compensation holds two K x K moments per layer: past the memory cap a layer keeps L1
+    pruning (and says so per layer) rather than exhausting memory."""
+    from pathlib import Path
+
+    from fhe_lint.fix import compensate, fix_model
+    from fhe_lint.linter import lint_model
+    from fhe_lint.settings import Settings
+
+    src = FIXTURES / "mlp_w6a6_unsigned_in.onnx"
+    data = np.load(FIXTURES / "mlp_w6a6_unsigned_in.calib.npy")
+    settings_ = Settings(select=frozenset({"FHE001"}), fix_strategy="compensate")
+
+    def strategies() -> dict[str, str]:
+        outcome = fix_model(lint_model(onnx.load(src), Path(src), settings_), data)
+        assert outcome.summary.refused is None
+        return {name: layer["strategy"] for name, layer in outcome.summary.layers.items()}
+
+    assert "compensate" in strategies().values()
+    monkeypatch.setattr(compensate, "MOMENTS_BYTES", 0)
+    assert set(strategies().values()) == {"prune"}

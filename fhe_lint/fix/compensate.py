@@ -90,10 +90,17 @@ def neuron_grid(la: LayerAnalysis, q: Quantizer) -> tuple[np.ndarray, np.ndarray
 
 
 def supported(la: LayerAnalysis) -> bool:
+    """Whether the layer's kept weights can be re-solved on the data: a plain product, and a
+    fan-in K whose two K x K float64 input moments fit ``MOMENTS_BYTES`` (K <= 5,792); a wider
+    layer keeps L1 pruning and plain rounding, as the report's per-layer strategy says."""
     layer = la.layer
     return (layer.op in DATA_OPS and layer.phases is None
             and (layer.node.domain in ("", "ai.onnx") or is_channels_last(layer.node))
-            and layer.weight is not None and la.bounds is not None)
+            and layer.weight is not None and la.bounds is not None
+            and 2 * 8 * layer.weight.d.shape[1] ** 2 <= MOMENTS_BYTES)
+
+
+MOMENTS_BYTES = 512 << 20
 
 
 def refit(la: LayerAnalysis, rows: np.ndarray, x_old: np.ndarray, x_new: np.ndarray, target: Target,

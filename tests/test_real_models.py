@@ -259,3 +259,36 @@ def test_an_onnxruntime_qdq_model_is_calibrated_and_fixed_to_fewer_bits_in_its_i
     assert lint_json(out, "--select", "FHE001")[0] == 0
     fixed = onnx.load(out)  # the old scales the re-gridded quantizers no longer read are gone
     assert {t.name for t in fixed.graph.initializer} <= {i for n in fixed.graph.node for i in n.input}
+
+
+def test_an_onnxruntime_qoperator_model_is_fixed_to_fewer_bits_in_its_int8_container(built, tmp_path):
+    """QLinearConv and QGemm hold their weight's scale and int32 bias themselves: `bits` narrows
+    the int8 levels, gives the layer the coarser scale and the bias in its larger steps, and
+    onnxruntime runs the fixed model with the same predictions; it lints clean."""
+    import onnxruntime as ort
+
+    src, out = built["cnn.qoperator"], tmp_path / "fixed.onnx"
+    rc, rep = lint_json(src, "--select", "FHE001", "--fix", "-o", out, "--fix-strategy", "bits")
+    f = rep["files"][0]
+    assert rc == 0 and f["fix"]["written"]
+    assert {layer["strategy"] for layer in f["fix"]["layers"].values()} == {"bits"}
+    before = {t.name: numpy_helper.to_array(t) for t in onnx.load(src).graph.initializer}
+    fixed = onnx.load(out)
+    after = {t.name: numpy_helper.to_array(t) for t in fixed.graph.initializer}
+    original = {n.name: n for n in onnx.load(src).graph.node}
+    for node in (n for n in fixed.graph.node if n.op_type in ("QLinearConv", "QGemm")):
+        old, bias_at = original[node.name], 8 if node.op_type == "QLinearConv" else 6
+        (w, old_w), (step, old_step), (bias, old_bias) = (
+            (after[node.input[i]].astype(np.float64), before[old.input[i]].astype(np.float64)) for i in (3, 4, bias_at))
+        per_row = (-1,) + (1,) * (w.ndim - 1)  # per-tensor or per-output-channel scales
+        assert after[node.input[3]].dtype == np.int8 and np.abs(w).max() < np.abs(old_w).max()
+        assert after[node.input[bias_at]].dtype == np.int32 and (step > old_step).all()
+        # the real weights and bias (in steps of input x weight scale) stay, within half a new step
+        assert (np.abs(w * step.reshape(per_row) - old_w * old_step.reshape(per_row)) <= step.reshape(per_row) / 2 * 1.0001).all()
+        assert (np.abs(bias * step - old_bias * old_step) <= step / 2 * 1.0001).all()
+    x = np.random.default_rng(3).random((32, 3, 14, 14), dtype=np.float32)
+    (name_in,) = [i.name for i in fixed.graph.input]
+    y0 = ort.InferenceSession(str(src)).run(None, {name_in: x})[0]
+    y1 = ort.InferenceSession(str(out)).run(None, {name_in: x})[0]
+    assert np.mean(y0.argmax(1) == y1.argmax(1)) >= 0.9
+    assert lint_json(out, "--select", "FHE001")[0] == 0

@@ -17,6 +17,7 @@ from fhe_lint.analysis.accumulators import LayerAnalysis
 from fhe_lint.errors import FixError
 from fhe_lint.fix.edits import LayerEdit, QuantizerEdit
 from fhe_lint.formats.graph import Graph, attr
+from fhe_lint.formats.layers import SPECS
 from fhe_lint.formats.quantizer import Quantizer, integer_range
 from fhe_lint.io.onnx_proto import PLAIN_DTYPES, ModelProto, NodeProto, TensorProto, from_array
 from fhe_lint.io.tensor_data import TensorData, is_external
@@ -188,7 +189,10 @@ def apply(graph: Graph, edits: list[LayerEdit]) -> Fixed:
                 if name == original_out:
                     layer_node.input[i] = tensor
             path = clones
-        if e.weight_quantizer is not None:
+        if e.weight_quantizer is not None and e.weight_quantizer.node is la.layer.node:  # QOperator
+            _regrid(graph, g.node[index[id(la.layer.node)]], e.weight_quantizer, names, g)
+            _rescale_int_bias(graph, la, e.weight_quantizer, store)
+        elif e.weight_quantizer is not None:
             _regrid(graph, next(c for c, n in zip(path, weight.path) if n is e.weight_quantizer.node),
                     e.weight_quantizer, names, g)
         if e.input_quantizer is not None:
@@ -216,14 +220,44 @@ def _drop_orphans(original: ModelProto, fixed: ModelProto) -> None:
 
 
 def _regrid(graph: Graph, node: NodeProto, q: QuantizerEdit, names: _Names, g) -> None:
-    """Point the quantizer at a new scale (input 1) and, for QONNX, bit-width (input 3)."""
-    changes = [(1, q.scale)] + ([(3, np.array(q.bits))] if q.bits is not None else [])
+    """Point the quantizer at a new scale (its ``scale_input``) and, for QONNX, bit-width (input 3)."""
+    changes = [(q.scale_input, q.scale)] + ([(3, np.array(q.bits))] if q.bits is not None else [])
     for i, value in changes:
         old = graph.const(node.input[i])
         value = np.asarray(value).reshape(old.shape) if np.size(value) == old.size else np.asarray(value)
         name = names.new(node.input[i])
         g.initializer.append(_tensor(value, name, graph.const_proto(node.input[i])))
         node.input[i] = name
+
+
+def qoperator_scale(graph: Graph, la: LayerAnalysis) -> int | None:
+    """Which input of a QLinear layer holds its weight's scale, when a new scale can be given to
+    this layer alone: a constant, and an int32 bias (in units of the two scales' product) that no
+    other node reads, so that it can be rescaled with it."""
+    node = la.layer.node
+    spec = SPECS.get((node.domain, node.op_type))
+    if spec is None or not spec.scales:
+        return None
+    at = spec.zero_points[la.layer.weight.operand] - 1
+    bias = node.input[spec.bias] if spec.bias is not None and len(node.input) > spec.bias else ""
+    if not graph.is_initializer(node.input[at]) or bias and (not graph.is_initializer(bias)
+                                                             or len(graph.consumers[bias]) != 1):
+        return None
+    return at
+
+
+def _rescale_int_bias(graph: Graph, la: LayerAnalysis, q: QuantizerEdit, store: _Store) -> None:
+    """A QOperator layer's int32 bias counts steps of input scale x weight scale: on the new
+    weight scale it is the same real bias in fewer, larger steps."""
+    node = la.layer.node
+    spec = SPECS[node.domain, node.op_type]
+    if spec.bias is None or len(node.input) <= spec.bias or not node.input[spec.bias]:
+        return
+    name = node.input[spec.bias]
+    old = graph.const(node.input[q.scale_input]).astype(np.float64).reshape(-1)
+    bias = graph.const(name)
+    new = np.round(bias.astype(np.float64) * (old / q.scale.astype(np.float64).reshape(-1)))
+    store.set(name, new.astype(bias.dtype).reshape(bias.shape))
 
 
 def bias_input(graph: Graph, la: LayerAnalysis) -> str | None:

@@ -20,6 +20,7 @@ class QuantizerEdit:
     scale: np.ndarray  # in the dtype the model stores it in
     bits: int | None
     bits_before: int
+    scale_input: int = 1  # which input of ``node`` holds the scale (a QOperator layer's own: 4)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from fhe_lint.analysis.accumulators import LayerAnalysis, ModelAnalysis, tap_ran
 from fhe_lint.analysis.advice import bit_advice
 from fhe_lint.diagnostics import Requirement
 from fhe_lint.fix import compensate as comp
-from fhe_lint.fix.apply import bias_input, weight_quantizer
+from fhe_lint.fix.apply import qoperator_scale, bias_input, weight_quantizer
 from fhe_lint.fix.edits import LayerEdit, QuantizerEdit
 from fhe_lint.fix.plan import needs
 from fhe_lint.formats.graph import Graph, attr
@@ -59,19 +59,21 @@ def compensate(analysis: ModelAnalysis, wanted: Wanted, prunes: list[LayerEdit],
 
 def _weight_option(graph: Graph, la: LayerAnalysis, bits: int) -> QuantizerEdit | None:
     """The weight quantizer at ``bits``, same clipping range: QONNX changes its bit-width, an
-    integer (QDQ) container keeps its type and uses only the narrower symmetric levels."""
+    integer container (QDQ, QOperator) keeps its type and uses only the narrower symmetric levels."""
     weight, q = la.layer.weight, la.layer.weight.quantizer
     node = next((n for n in weight.path if is_qonnx_quant(n) and n.op_type == "Quant"), None)
-    if node is None and weight.path and weight.path[0].op_type == "DequantizeLinear" and q.integer_source:
-        node = weight.path[0]
-        if q.zero_point.any():
-            return None
+    scale_input = 1
+    if node is None and q.integer_source and not q.zero_point.any():
+        if weight.path and weight.path[0].op_type == "DequantizeLinear":
+            node = weight.path[0]
+        elif not weight.path and qoperator_scale(graph, la) is not None:  # the layer holds the scale
+            node, scale_input = la.layer.node, qoperator_scale(graph, la)
     if node is None:
         return None
     peak = max(int(np.abs(weight.d).max(initial=0)), 1)
     top = 2 ** (bits - 1) - 1
-    scale = (q.scale * (peak / top)).astype(graph.const(node.input[1]).dtype)  # as the model stores it
-    return QuantizerEdit(node, scale, bits if is_qonnx_quant(node) else None, weight.bits)
+    scale = (q.scale * (peak / top)).astype(graph.const(node.input[scale_input]).dtype)  # as the model stores it
+    return QuantizerEdit(node, scale, bits if is_qonnx_quant(node) else None, weight.bits, scale_input)
 
 
 def _input_option(graph: Graph, la: LayerAnalysis, bits: int) -> QuantizerEdit | None:

@@ -35,6 +35,7 @@ class LayerSpec:
     data_of: dict[int, int]
     zero_points: dict[int, int] = field(default_factory=dict)
     bias: int | None = None
+    scales: bool = False  # each zero-point input follows its operand's scale input (QLinear ops)
 
 
 SPECS: dict[tuple[str, str], LayerSpec] = {
@@ -43,9 +44,9 @@ SPECS: dict[tuple[str, str], LayerSpec] = {
     ("", "Conv"): LayerSpec("conv", (1,), {1: 0}, bias=2),
     ("", "ConvTranspose"): LayerSpec("convtranspose", (1,), {1: 0}, bias=2),
     (CHANNELS_LAST_DOMAIN, "Conv"): LayerSpec("conv", (1,), {1: 0}, bias=2),  # NHWC data, OIHW weights
-    ("", "QLinearConv"): LayerSpec("conv", (3,), {3: 0}, {0: 2, 3: 5}, bias=8),
-    ("", "QLinearMatMul"): LayerSpec("matmul", (3, 0), {3: 0, 0: 3}, {0: 2, 3: 5}),
-    ("com.microsoft", "QGemm"): LayerSpec("gemm", (3, 0), {3: 0, 0: 3}, {0: 2, 3: 5}, bias=6),
+    ("", "QLinearConv"): LayerSpec("conv", (3,), {3: 0}, {0: 2, 3: 5}, bias=8, scales=True),
+    ("", "QLinearMatMul"): LayerSpec("matmul", (3, 0), {3: 0, 0: 3}, {0: 2, 3: 5}, scales=True),
+    ("com.microsoft", "QGemm"): LayerSpec("gemm", (3, 0), {3: 0, 0: 3}, {0: 2, 3: 5}, bias=6, scales=True),
     ("", "MatMulInteger"): LayerSpec("matmul", (1, 0), {1: 0, 0: 1}, {0: 2, 1: 3}),
     ("", "ConvInteger"): LayerSpec("conv", (1,), {1: 0}, {0: 2, 1: 3}),
 }
@@ -93,8 +94,10 @@ def _weight_quantizer(graph: Graph, spec: LayerSpec, layer: NodeProto, operand: 
     """The weight's quantizer, read by the adapter of the format that quantizes it."""
     w = graph.const(source)
     if spec.zero_points:
-        zp = layer.input[spec.zero_points[operand]] if len(layer.input) > spec.zero_points[operand] else ""
-        return qoperator.integer_weight(graph, layer, source, zp, w.ndim)
+        at = spec.zero_points[operand]
+        zp = layer.input[at] if len(layer.input) > at else ""
+        scale = layer.input[at - 1] if spec.scales else None  # QLinear ops: the scale before the zero-point
+        return qoperator.integer_weight(graph, layer, source, zp, w.ndim, scale)
     if qnode is None:
         if settings.weight_bits is None:
             return None

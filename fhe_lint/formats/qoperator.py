@@ -12,17 +12,23 @@ from fhe_lint.formats.quantizer import InputRange, Quantizer, scalar_zero_point
 from fhe_lint.io.onnx_proto import NodeProto
 
 
-def integer_weight(graph: Graph, layer: NodeProto, tensor: str, zp_input: str, ndim: int) -> Quantizer:
-    """A QOperator weight: the integer initializer itself, minus its zero-point input."""
+def integer_weight(graph: Graph, layer: NodeProto, tensor: str, zp_input: str, ndim: int,
+                   scale_input: str | None) -> Quantizer:
+    """A QOperator weight: the integer initializer itself, minus its zero-point input, at the
+    scale input's step (QLinear ops; the integer-only ops have none: 1)."""
     name = graph.name(layer)
     grid, bits = int_range(graph, tensor, name)
+
+    def per_channel(value: np.ndarray) -> np.ndarray:  # per output channel: axis 0 (conv) or last (matmul)
+        if value.ndim == 1 and value.size > 1 and ndim > 0:
+            shape = [1] * ndim
+            shape[0 if layer.op_type in ("QLinearConv", "ConvInteger") else ndim - 1] = value.size
+            return value.reshape(shape)
+        return value.reshape(()) if value.size == 1 else value
+
     zp = graph.const(zp_input).astype(np.float64) if zp_input and graph.is_const(zp_input) else np.zeros(())
-    if zp.ndim == 1 and zp.size > 1 and ndim > 0:  # per output channel: axis 0 (conv) or last (matmul)
-        axis = 0 if layer.op_type in ("QLinearConv", "ConvInteger") else ndim - 1
-        shape = [1] * ndim
-        shape[axis] = zp.size
-        zp = zp.reshape(shape)
-    return Quantizer(name, bits, grid, np.ones(()), zp, "ROUND", integer_source=True)
+    scale = graph.const(scale_input).astype(np.float64) if scale_input and graph.is_const(scale_input) else np.ones(())
+    return Quantizer(name, bits, grid, per_channel(scale), per_channel(zp), "ROUND", integer_source=True)
 
 
 def input_range(graph: Graph, layer: NodeProto, tensor: str) -> InputRange:

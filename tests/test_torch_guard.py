@@ -130,6 +130,33 @@ def test_the_penalty_is_zero_when_everything_fits_and_pulls_overflowing_neurons_
 
 
 @in_process
+@pytest.mark.parametrize("seed", range(5))
+def test_the_penalty_term_and_its_written_out_gradient_are_autograds(seed):
+    """The per-layer term is one autograd node with its gradient written by hand (for speed): on
+    random levels, windows and pressures it gives the value and gradient of the plain formula."""
+    from fhe_lint.torch.guard import _excess
+
+    gen = torch.Generator().manual_seed(seed)
+    level = (torch.randn(12, 30, generator=gen) * 20).requires_grad_()
+    c, e = 255.0, 255.0 if seed % 2 else -1.0  # unsigned or signed inputs
+    ends = torch.tensor([[c / 2, c / 2], [e / 2, -e / 2]])
+    pressure = torch.rand(12, generator=gen) * 4
+    unit = ends[0, 0] * 2 * 127
+    a_s = torch.stack((level.abs(), level), dim=-1).sum(dim=1)
+    limits = (a_s @ ends).detach().median(dim=0).values + 0.5  # about half the ends past them (no ties)
+    plain = (torch.relu(a_s @ ends - limits).sum(dim=1) * pressure).sum() / unit
+    (expected,) = torch.autograd.grad(plain, level)
+    with torch.no_grad():
+        a_s = torch.stack((level.abs().sum(dim=1), level.sum(dim=1)), dim=-1)
+        over = torch.relu(a_s @ ends - limits)
+    term = _excess().apply(level, over, ends, pressure, unit)
+    (grad,) = torch.autograd.grad(term, level)
+    assert 0 < over.count_nonzero() < over.numel()  # some ends past their limits, some not
+    assert term.item() == pytest.approx(plain.item(), rel=1e-5)
+    torch.testing.assert_close(grad, expected, rtol=1e-6, atol=0)
+
+
+@in_process
 def test_the_penalty_every_kth_call_weighs_k_times():
     from fhe_lint.torch import AccumulatorGuard
 

@@ -15,6 +15,7 @@ narrow ranges, unsigned ReLU outputs and zero padding are exactly the CLI's), ta
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -74,6 +75,7 @@ class GuardedLayer:
     full_scale: int = 1  # the largest weight level, 2^(bits-1) - 1
     ends: Any = None  # (a, s) of a neuron -> (hi, -lo) of its worst case, see penalty()
     limits: Any = None  # what hi and -lo may reach: the window shrunk by the margin
+    unit: Any = None  # one full-scale tap, the penalty's unit: input range x largest level
     pressure: Any = None  # per neuron, the penalty's weight: doubled each step it overflowed, halved back
 
     def __post_init__(self) -> None:
@@ -184,6 +186,7 @@ class AccumulatorGuard:
         c, e = g.x.hi - g.x.lo, g.x.hi + g.x.lo
         g.ends = torch.tensor([[c / 2, c / 2], [e / 2, -e / 2]])  # (a, s) -> (hi, -lo)
         g.limits = torch.tensor([keep * high, -keep * low])
+        g.unit = g.ends[0, 0] * 2 * g.full_scale
         return np.flatnonzero(bits > self.n_max)
 
     def _project(self, g: GuardedLayer, rows: np.ndarray, margin: float) -> None:
@@ -228,9 +231,11 @@ class AccumulatorGuard:
             # detached, as the levels are the weights relative to their maximum
             scale = g.scale if g.scale is not None else g.module.quant_weight().scale
             level = (w / scale).reshape(w.shape[0], -1)
-            a_s = torch.stack((level.abs(), level), dim=-1).sum(dim=1)  # (neurons, 2): a, s
-            over = torch.relu(a_s @ g.ends - g.limits)  # past hi's and -lo's limits
-            total = total + (over.sum(dim=1) * g.pressure).sum() / (g.ends[0, 0] * 2 * g.full_scale)
+            with torch.no_grad():  # the term and its gradient by hand: a few ops, not autograd's dozen
+                a_s = torch.stack((level.abs().sum(dim=1), level.sum(dim=1)), dim=-1)  # (neurons, 2): a, s
+                over = torch.relu(a_s @ g.ends - g.limits)  # past hi's and -lo's limits
+            if over.any():  # else the term and its gradient are exactly 0: nothing to add
+                total = total + _excess().apply(level, over, g.ends, g.pressure, g.unit)
         return self.every * strength * total
 
     def finalize(self) -> None:
@@ -240,6 +245,31 @@ class AccumulatorGuard:
         for g in self.layers:
             if hasattr(g.module, "weight_orig"):
                 prune.remove(g.module, "weight")
+
+
+@cache
+def _excess() -> Any:
+    """The penalty's per-layer term as one autograd node (its gradient written out): autograd
+    would record and replay a dozen small ops per layer and step, on small networks as much
+    work as the training step's own. The backward is those ops' own backward, op for op, so
+    the gradients are the same to the last bit."""
+    torch = _torch()
+
+    class Excess(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, level: Any, over: Any, ends: Any, pressure: Any, unit: Any) -> Any:
+            ctx.save_for_backward(level, over, ends, pressure, unit)
+            return over.sum(dim=1).dot(pressure) / unit
+
+        @staticmethod
+        def backward(ctx: Any, grad: Any) -> tuple[Any, None, None, None, None]:
+            level, over, ends, pressure, unit = ctx.saved_tensors
+            per_neuron = (grad / unit).expand_as(pressure) * pressure
+            per_end = torch.where(over > 0, per_neuron[:, None].expand_as(over), 0.0)  # relu's backward
+            g = per_end.mm(ends.t())  # d/d(a, s)
+            return g[:, :1] * torch.sgn(level) + g[:, 1:], None, None, None, None
+
+    return Excess
 
 
 def _mask_out(module: Any, taps: np.ndarray) -> None:

@@ -118,7 +118,7 @@ def main() -> None:
                                                                        for layer in report.layers),
                       "projected": projected, "pruned": pruned,
                       "zero_weights": sum(int((m.weight == 0).sum()) for m in model.modules() if hasattr(m, "weight_quant")),
-                      "seconds": round(seconds, 1), "guard_seconds": round(guard_seconds, 1)}))
+                      "seconds": round(seconds, 1), "guard_seconds": round(guard_seconds, 2)}))
 
 
 if __name__ == "__main__":

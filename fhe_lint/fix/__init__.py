@@ -97,6 +97,16 @@ def _agreement(c: _Candidate) -> float:
     return c.impact[0] if c.impact else 0.0
 
 
+def _better(c: _Candidate, best: _Candidate) -> bool:
+    """More predictions kept. A tie keeps the strategy tried first (the one changing the model
+    least), except between two roundings of the same strategy (plain, compensated): there the
+    smaller output change on the data wins, which is what compensation aims at."""
+    if _agreement(c) != _agreement(best):
+        return _agreement(c) > _agreement(best)
+    return c.strategy == best.strategy and c.impact is not None and best.impact is not None \
+        and c.impact[2] < best.impact[2]
+
+
 def fix_model(result: LintResult, data: np.ndarray | None = None) -> FixOutcome:
     s = result.analysis.settings
     before = neuron_bits(result)
@@ -135,7 +145,7 @@ def fix_model(result: LintResult, data: np.ndarray | None = None) -> FixOutcome:
             c = _try(result, name, edits, data, reference)
             if c.refused is not None:
                 refused.append(c)
-            elif best is None or _agreement(c) > _agreement(best):  # a tie keeps the first
+            elif best is None or _better(c, best):
                 best = c
     if best is None:
         return FixOutcome(result, (refused[0] if strategy != "auto" else refused[-1]).summary(before))

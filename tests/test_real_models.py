@@ -292,3 +292,16 @@ def test_an_onnxruntime_qoperator_model_is_fixed_to_fewer_bits_in_its_int8_conta
     y1 = ort.InferenceSession(str(out)).run(None, {name_in: x})[0]
     assert np.mean(y0.argmax(1) == y1.argmax(1)) >= 0.9
     assert lint_json(out, "--select", "FHE001")[0] == 0
+
+
+def test_an_onnxruntime_qoperator_model_is_calibrated_with_onnxruntime(built, tmp_path):
+    """onnx's evaluator has no com.microsoft ops (QGemm, QLinearGlobalAveragePool): the
+    calibration runs such a model in onnxruntime, so the default fix with data (auto) measures
+    each candidate's agreement on it."""
+    src, out, data = built["cnn.qoperator"], tmp_path / "fixed.onnx", tmp_path / "calib.npy"
+    np.save(data, np.random.default_rng(3).random((32, 3, 14, 14), dtype=np.float32))
+    rc, rep = lint_json(src, "--select", "FHE001", "--fix", "-o", out, "--calibration", data)
+    fix = rep["files"][0]["fix"]
+    assert rc == 0 and fix["written"] and fix["strategy"] in ("prune", "compensate", "bits")
+    assert fix["agreement"] is not None and fix["agreement"] >= 0.9
+    assert lint_json(out, "--select", "FHE001")[0] == 0

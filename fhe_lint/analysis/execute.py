@@ -73,9 +73,9 @@ def evaluate(model: ModelProto, data: np.ndarray, names: list[str]) -> list[np.n
     inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
     dims = inputs[0].type.tensor_type.shape.dim
     batch = dims[0].dim_value if len(dims) and dims[0].HasField("dim_value") else 0
+    elem = onnx.helper.tensor_dtype_to_np_dtype(inputs[0].type.tensor_type.elem_type)
     try:
         evaluator = ReferenceEvaluator(_runnable(model), new_ops=_quant_ops())
-        elem = onnx.helper.tensor_dtype_to_np_dtype(inputs[0].type.tensor_type.elem_type)
         try:
             return evaluator.run(names, {inputs[0].name: data.astype(elem)})
         except Exception:
@@ -86,8 +86,34 @@ def evaluate(model: ModelProto, data: np.ndarray, names: list[str]) -> list[np.n
         runs = [evaluator.run(names, {inputs[0].name: chunk.astype(elem)})
                 for chunk in np.split(data, len(data) // batch)]
         return [np.concatenate(values) for values in zip(*runs)]
+    except NotImplementedError as e:  # an op onnx's evaluator lacks (onnxruntime's contrib ops)
+        unknown = e
     except Exception as e:  # noqa: BLE001 - any failure of the reference run is a data/model mismatch
         raise FheLintError(f"cannot run the model on the calibration data ({type(e).__name__}: {e})") from e
+    try:
+        return _onnxruntime(model, data.astype(elem), names)
+    except ImportError:
+        raise FheLintError(f"cannot run the model on the calibration data ({unknown}; "
+                           "onnxruntime runs it: python -m pip install onnxruntime)") from unknown
+    except Exception as e:  # noqa: BLE001 - as above
+        raise FheLintError(f"cannot run the model on the calibration data ({type(e).__name__}: {e})") from e
+
+
+def _onnxruntime(model: ModelProto, data: np.ndarray, names: list[str]) -> list[np.ndarray]:
+    """``evaluate`` by onnxruntime, for the ops only it has (QGemm, QLinearGlobalAveragePool...):
+    each wanted tensor made a graph output, no graph optimization (it would rename or fuse them)."""
+    import onnxruntime as ort
+
+    copy = ModelProto()
+    copy.CopyFrom(model)
+    outputs = {o.name for o in copy.graph.output}
+    for name in names:
+        if name not in outputs:
+            copy.graph.output.add(name=name)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(copy.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run(names, {session.get_inputs()[0].name: data})
 
 
 def load_data(path) -> np.ndarray:

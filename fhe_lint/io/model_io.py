@@ -16,12 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
-from google.protobuf.message import DecodeError, EncodeError, Message
+from google.protobuf.message import DecodeError, Message
 
 from fhe_lint.io import protowire
-from fhe_lint.io.protowrite import streamed
+from fhe_lint.io.protowrite import serialized
 from fhe_lint.errors import FixError, ModelLoadError
-from fhe_lint.io.onnx_proto import ModelProto, TensorProto, ValidationError, check_model
+from fhe_lint.io.onnx_proto import ModelProto, ValidationError, check_model
 from fhe_lint.formats.ops import QONNX_DOMAINS
 from fhe_lint.io.tensor_data import TensorData, external_tensors, is_external, map_file
 
@@ -202,34 +202,13 @@ def write_model(fixed: ModelProto, original: ModelProto, data: TensorData, targe
     for t in out.graph.initializer:  # touched external data goes back to its file, patched
         if same and t.name in touched and t.name in files and files[t.name][0] != source:
             t.CopyFrom(refs[t.name])
-    size, contents = _serialized(out, data, lambda t: not same or data.reference(t)[0] == source)
+    size, contents = serialized(out, data, lambda t: not same or data.reference(t)[0] == source, _PROTOBUF_LIMIT)
     if size >= _PROTOBUF_LIMIT:
         raise FixError(f"{target}: the fixed model is past 2 GiB with its data embedded; fix it in place instead")
     if same:
         for file in external_files & patches.keys():
             _write_patched(data, file, file, patches[file])
     write_atomic(target, contents)
-
-
-def _serialized(model: ModelProto, data: TensorData, embed: Callable[[TensorProto], bool]
-                ) -> tuple[int, bytes | Callable[[BinaryIO], None]]:
-    """The size of ``model`` serialized with the external tensors ``embed`` picks embedded, and
-    its bytes or a writer of them. The main graph's initializers stream from where they are: the
-    proto would hold a second copy of every weight and the serialized string a third."""
-    for t in external_tensors(model, main_initializers=False):  # few and small: embedded here
-        if embed(t):
-            t.CopyFrom(data.embedded(t))
-    stream = streamed(model, lambda t: data.raw(t) if is_external(t) and embed(t) else None, data.release_bytes)
-    if stream is not None:
-        return stream
-    for t in external_tensors(model):  # unknown fields: protobuf serializes the embedded model
-        if embed(t):
-            t.CopyFrom(data.embedded(t))
-    try:
-        serialized = model.SerializeToString()
-    except EncodeError:  # what protobuf says of a message past 2 GiB
-        return _PROTOBUF_LIMIT, b""
-    return len(serialized), serialized
 
 
 def _write_patched(data: TensorData, source: Path, target: Path, changes: list[tuple[int, memoryview]]) -> None:

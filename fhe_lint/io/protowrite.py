@@ -13,7 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
+from google.protobuf.message import EncodeError
+
 from fhe_lint.io.onnx_proto import ModelProto, TensorProto
+from fhe_lint.io.tensor_data import TensorData, external_tensors, is_external
 
 _MODEL_GRAPH, _GRAPH_INITIALIZER, _TENSOR_RAW_DATA = 7, 5, 9
 _LENGTH = 2
@@ -104,3 +107,24 @@ def _pieces(model: ModelProto, raw: Callable[[TensorProto], memoryview | None]) 
     shell.ClearField("graph")
     model_below, model_above = _split(shell, _MODEL_GRAPH)
     return [model_below, _key(_MODEL_GRAPH) + _varint(graph_size), *pieces, model_above]
+
+
+def serialized(model: ModelProto, data: TensorData, embed: Callable[[TensorProto], bool], limit: int
+               ) -> tuple[int, bytes | Callable[[BinaryIO], None]]:
+    """The size of ``model`` serialized with the external tensors ``embed`` picks embedded, and
+    its bytes or a writer of them (``limit`` as the size when protobuf refuses the message). The main graph's initializers stream from where they are: the
+    proto would hold a second copy of every weight and the serialized string a third."""
+    for t in external_tensors(model, main_initializers=False):  # few and small: embedded here
+        if embed(t):
+            t.CopyFrom(data.embedded(t))
+    stream = streamed(model, lambda t: data.raw(t) if is_external(t) and embed(t) else None, data.release_bytes)
+    if stream is not None:
+        return stream
+    for t in external_tensors(model):  # unknown fields: protobuf serializes the embedded model
+        if embed(t):
+            t.CopyFrom(data.embedded(t))
+    try:
+        whole = model.SerializeToString()
+    except EncodeError:  # what protobuf says of a message past 2 GiB
+        return limit, b""
+    return len(whole), whole

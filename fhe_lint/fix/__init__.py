@@ -88,7 +88,7 @@ def _try(result: LintResult, strategy: str, edits: list[LayerEdit], data: np.nda
         left = next(d for d in after.diagnostics if d.fails(s.strict))
         return _Candidate(strategy, edits, f"the {strategy} fix would still fail: {left.code} at "
                                            f"{left.place or 'the model'}: {left.message}")
-    measured = compare(reference, first_output(fixed, data)) if data is not None else None
+    measured = compare(reference, first_output(fixed.graph(), data)) if data is not None else None
     return _Candidate(strategy, edits, None, after, fixed, measured)
 
 
@@ -136,8 +136,8 @@ def fix_model(result: LintResult, data: np.ndarray | None = None) -> FixOutcome:
             [strategies.narrow(result.analysis, wanted, prunes, data)] if data is not None else []),
     }
     reference = first_output(result.analysis.graph, data) if data is not None else None
-    # the most predictions kept, a tie keeping the first; no candidate is held but the best so
-    # far (each holds a model's worth of new weights)
+    # the best by _better; no candidate is held but the best so far (each holds a model's worth
+    # of new weights)
     best: _Candidate | None = None
     refused: list[_Candidate] = []
     for name in makers if strategy == "auto" else [strategy]:

@@ -133,6 +133,9 @@ class Fixed:
     data: TensorData | None
     touched: frozenset[str]
 
+    def graph(self) -> Graph:
+        return Graph(self.model, self.data)
+
 
 class _Store:
     """Where new initializer values go: over the bytes of a tensor that stays in its file, or
@@ -144,11 +147,17 @@ class _Store:
         self.touched: set[str] = set()
 
     def set(self, name: str, values: np.ndarray) -> None:
+        """New values of the same shape: over the original's bytes where they sit in a file."""
         original = self.graph.const_proto(name)
         if self.graph.data is not None and is_external(original) and original.data_type in PLAIN_DTYPES:
             self.patches.append((original, values))
+            self.touched.add(name)
         else:
-            self.inits[name].CopyFrom(_tensor(values, name, original))
+            self.embed(name, values)
+
+    def embed(self, name: str, values: np.ndarray) -> None:
+        """New values (of any shape) held in the fixed proto."""
+        self.inits[name].CopyFrom(_tensor(values, name, self.graph.const_proto(name)))
         self.touched.add(name)
 
     def data(self) -> TensorData | None:
@@ -279,8 +288,7 @@ def _correct_bias(graph: Graph, la: LayerAnalysis, delta: np.ndarray, store: _St
     if value.size == delta.size:
         store.set(name, new.reshape(value.shape))
     else:  # a scalar bias becomes one per neuron: a new shape, in the proto
-        store.inits[name].CopyFrom(_tensor(new, name, graph.const_proto(name)))
-        store.touched.add(name)
+        store.embed(name, new)
 
 
 def _tensor(values: np.ndarray, name: str, original: TensorProto) -> TensorProto:

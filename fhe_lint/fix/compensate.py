@@ -16,7 +16,7 @@ from fhe_lint.analysis.accumulators import LayerAnalysis
 from fhe_lint.analysis.execute import evaluate
 from fhe_lint.analysis.taps import data_input, tap_groups
 from fhe_lint.formats.channels_last import is_channels_last
-from fhe_lint.fix.apply import Fixed, apply, bias_input
+from fhe_lint.fix.apply import apply, bias_input
 from fhe_lint.fix.edits import LayerEdit, changed
 from fhe_lint.fix.solve import Problem, moments, solve
 from fhe_lint.formats.graph import Graph
@@ -34,16 +34,14 @@ class Target:
     limit: np.ndarray
 
 
-def run(model: Graph | Fixed, data: np.ndarray, names: list[str]) -> list[np.ndarray]:
-    """Tensors ``names`` of a model, original or fixed, on ``data``."""
-    graph = model if isinstance(model, Graph) else Graph(model.model, model.data)
+def run(graph: Graph, data: np.ndarray, names: list[str]) -> list[np.ndarray]:
+    """Tensors ``names`` of a model, original or fixed (``Fixed.graph()``), on ``data``."""
     return evaluate(graph.standalone(), data, names)
 
 
-def first_output(model: Graph | Fixed, data: np.ndarray) -> np.ndarray:
+def first_output(graph: Graph, data: np.ndarray) -> np.ndarray:
     """The model's first output on ``data``, one row per input."""
-    proto = model.model
-    (out,) = run(model, data, [proto.graph.output[0].name])
+    (out,) = run(graph, data, [graph.model.graph.output[0].name])
     return out.reshape(len(data), -1).astype(np.float64)
 
 
@@ -71,11 +69,11 @@ class Inputs:
     def new(self, la: LayerAnalysis, edits: list[LayerEdit]) -> np.ndarray:
         if not edits:
             return self.old(la)
-        return run(apply(self.graph, edits), self.data, [data_input(la)])[0]
+        return run(apply(self.graph, edits).graph(), self.data, [data_input(la)])[0]
 
     def output_error(self, edits: list[LayerEdit]) -> float:
         """Mean squared change of the model's output once ``edits`` are made."""
-        return compare(self.reference, first_output(apply(self.graph, edits), self.data))[2]
+        return compare(self.reference, first_output(apply(self.graph, edits).graph(), self.data))[2]
 
 
 def neuron_grid(la: LayerAnalysis, q: Quantizer) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:

@@ -66,8 +66,8 @@ def _weight_option(graph: Graph, la: LayerAnalysis, bits: int) -> QuantizerEdit 
     if node is None and q.integer_source and not q.zero_point.any():
         if weight.path and weight.path[0].op_type == "DequantizeLinear":
             node = weight.path[0]
-        elif not weight.path and qoperator_scale(graph, la) is not None:  # the layer holds the scale
-            node, scale_input = la.layer.node, qoperator_scale(graph, la)
+        elif not weight.path and (at := qoperator_scale(graph, la)) is not None:  # the layer holds the scale
+            node, scale_input = la.layer.node, at
     if node is None:
         return None
     peak = max(int(np.abs(weight.d).max(initial=0)), 1)

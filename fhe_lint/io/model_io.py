@@ -183,8 +183,10 @@ def write_model(fixed: ModelProto, original: ModelProto, data: TensorData, targe
     for t in fixed.graph.initializer:
         if t.name in touched and t.name in files:
             file, offset, length = files[t.name]
-            new = data.raw(t) if is_external(t) and data.reference(t) == files[t.name] else \
-                None if is_external(t) else memoryview(t.raw_data)
+            if is_external(t):  # the fix's new values, over the same bytes
+                new = data.raw(t) if data.reference(t) == files[t.name] else None
+            else:
+                new = memoryview(t.raw_data)
             if new is None or len(new) != length:
                 raise FixError(f"{source}: tensor {t.name!r} changed size; cannot patch it in place")
             patches.setdefault(file, []).append((offset, new))

@@ -112,8 +112,9 @@ def _pieces(model: ModelProto, raw: Callable[[TensorProto], memoryview | None]) 
 def serialized(model: ModelProto, data: TensorData, embed: Callable[[TensorProto], bool], limit: int
                ) -> tuple[int, bytes | Callable[[BinaryIO], None]]:
     """The size of ``model`` serialized with the external tensors ``embed`` picks embedded, and
-    its bytes or a writer of them (``limit`` as the size when protobuf refuses the message). The main graph's initializers stream from where they are: the
-    proto would hold a second copy of every weight and the serialized string a third."""
+    its bytes or a writer of them (``limit`` as the size when protobuf refuses the message). The
+    main graph's initializers stream from where they are: the proto would hold a second copy of
+    every weight and the serialized string a third."""
     for t in external_tensors(model, main_initializers=False):  # few and small: embedded here
         if embed(t):
             t.CopyFrom(data.embedded(t))

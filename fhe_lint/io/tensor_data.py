@@ -61,10 +61,6 @@ class TensorData:
             out._patches[path, offset] = stored.reshape(-1)
         return out
 
-    def patches(self, path: Path) -> list[tuple[int, memoryview]]:
-        """The new bytes over ``path``, by offset."""
-        return [(offset, memoryview(a).cast("B")) for (p, offset), a in self._patches.items() if p == path]
-
     def reference(self, tensor: TensorProto) -> tuple[Path, int, int]:
         """(file, offset, length) of an external tensor, refusing any location outside the
         model's directory and any range outside the file."""

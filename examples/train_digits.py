@@ -65,7 +65,7 @@ def main() -> None:
     p.add_argument("--act-bits", type=int, default=7)
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--guard", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--strength", type=float, default=0.0025, help="weight of the guard's penalty in the loss")
+    p.add_argument("--strength", type=float, default=0.0005, help="weight of the guard's penalty in the loss")
     p.add_argument("--n-max", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="write the QONNX export here")

@@ -113,7 +113,7 @@ def test_the_penalty_is_zero_when_everything_fits_and_pulls_overflowing_neurons_
     from fhe_lint.torch import AccumulatorGuard
 
     net, example = _mixed(), torch.rand(1, 16)
-    guard = AccumulatorGuard(net, example, n_max=12, every=1)
+    guard = AccumulatorGuard(net, example, n_max=12)
     net.train()
     net(torch.rand(8, 16))
     penalty = guard.penalty()
@@ -130,40 +130,67 @@ def test_the_penalty_is_zero_when_everything_fits_and_pulls_overflowing_neurons_
 
 
 @in_process
-@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("seed", range(6))
 def test_the_penalty_term_and_its_written_out_gradient_are_autograds(seed):
-    """The per-layer term is one autograd node with its gradient written out (for speed): on
-    random levels, windows and pressures it gives the value and gradient of the plain formula."""
+    """The term's value and gradient, written out from two sums per neuron (for speed), are
+    those autograd gives for the plain formula on the levels ``w / scale``, to the weights and to
+    the scale (per tensor and per neuron), on random weights, windows and pressures."""
     from fhe_lint.torch.guard import excess
 
     gen = torch.Generator().manual_seed(seed)
-    level = (torch.randn(12, 30, generator=gen) * 20).requires_grad_()
+    w = (torch.randn(12, 30, generator=gen, dtype=torch.float64) * 0.2).requires_grad_()
+    per_neuron = seed % 3 == 2
+    scale = (torch.rand(12 if per_neuron else 1, generator=gen, dtype=torch.float64) * 0.02 + 0.01).requires_grad_()
     c, e = 255.0, 255.0 if seed % 2 else -1.0  # unsigned or signed inputs
-    ends = torch.tensor([[c / 2, c / 2], [e / 2, -e / 2]])
-    pressure = torch.rand(12, generator=gen) * 4
-    unit = ends[0, 0] * 2 * 127
-    a_s = torch.stack((level.abs(), level), dim=-1).sum(dim=1)
-    limits = (a_s @ ends).detach().median(dim=0).values + 0.5  # about half the ends past them (no ties)
-    plain = (torch.relu(a_s @ ends - limits).sum(dim=1) * pressure).sum() / unit
-    (expected,) = torch.autograd.grad(plain, level)
-    term = excess(level, ends, limits, pressure, unit)
-    (grad,) = torch.autograd.grad(3 * term, level)
-    assert term.item() == pytest.approx(plain.item(), rel=1e-5)
-    torch.testing.assert_close(grad, 3 * expected, rtol=1e-5, atol=1e-7)
-    assert (expected != 0).any() and (expected == 0).any()  # some neurons past their limits, some not
-    assert excess(level, ends, limits + 1e9, pressure, unit) is None  # all within: no term at all
+    ends_t = torch.tensor([[c / 2, e / 2], [c / 2, -e / 2]], dtype=torch.float64)
+    coeff = torch.rand(12, generator=gen, dtype=torch.float64) * 4 / (c * 127)
+    level = w / scale[:, None]
+    a_s = torch.stack((level.abs().sum(dim=1), level.sum(dim=1)))
+    limits = (ends_t @ a_s).detach().median(dim=1, keepdim=True).values + 0.5  # about half past them (no ties)
+    plain = (torch.relu(ends_t @ a_s - limits) * coeff).sum()
+    expected_w, expected_scale = torch.autograd.grad(plain, (w, scale))
+
+    sums = np.stack((w.detach().abs().sum(dim=1).numpy(), w.detach().sum(dim=1).numpy()))
+    value, d_w, d_scale = excess(sums, scale.detach().numpy(), ends_t.numpy(), limits.numpy(), coeff.numpy())
+    grad_w = d_w[1][:, None] + d_w[0][:, None] * np.sign(w.detach().numpy())
+    assert value == pytest.approx(plain.item(), rel=1e-9)
+    np.testing.assert_allclose(grad_w, expected_w.numpy(), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(d_scale, expected_scale.numpy(), rtol=1e-9)
+    assert (expected_w != 0).any() and (expected_w == 0).any()  # some neurons past their limits, some not
+    assert excess(sums, scale.detach().numpy(), ends_t.numpy(), limits.numpy() + 1e9, coeff.numpy()) is None
 
 
 @in_process
-def test_the_penalty_every_kth_call_weighs_k_times():
+def test_the_penalty_gradient_is_autograds_on_the_plain_formula_through_brevitass_scale():
+    """On a real network the penalty node gives every parameter the gradient autograd gives for
+    the plain formula on ``w / scale``, the scale being Brevitas's own (per tensor: it moves
+    with the largest weight; per channel: with each row's)."""
     from fhe_lint.torch import AccumulatorGuard
 
-    net, example = _mixed(), torch.rand(1, 16)
-    each, third = (AccumulatorGuard(net, example, n_max=12, every=k) for k in (1, 3))
+    net, example, x = _mixed(), torch.rand(1, 16), torch.rand(8, 16)
+    guard = AccumulatorGuard(net, example, n_max=12)
     net.train()
-    net(torch.rand(8, 16))
-    assert third.penalty().item() == pytest.approx(3 * each.penalty().item(), rel=1e-6)
-    assert third.penalty().item() == third.penalty().item() == 0.0 and third.penalty().item() > 0
+
+    def grads(term) -> dict[str, "torch.Tensor"]:
+        net.zero_grad()
+        net(x)
+        term().backward()
+        return {name: p.grad.clone() for name, p in net.named_parameters() if p.grad is not None}
+
+    def plain() -> "torch.Tensor":
+        total = torch.zeros((), dtype=torch.float64)
+        for g in guard.layers:
+            level = (g.module.weight / g.scale).reshape(g.module.weight.shape[0], -1).double()
+            a_s = torch.stack((level.abs().sum(dim=1), level.sum(dim=1)))
+            over = torch.relu(torch.from_numpy(g.ends_t) @ a_s - torch.from_numpy(g.limits))
+            total = total + (over * torch.from_numpy(g.coeff)).sum()
+        return 0.5 * total
+
+    ours, theirs = grads(lambda: guard.penalty(0.5)), grads(plain)
+    assert ours.keys() == theirs.keys() and {"conv.weight", "fc1.weight", "fc2.weight"} <= ours.keys()
+    for name in ours:
+        torch.testing.assert_close(ours[name], theirs[name], rtol=1e-4, atol=1e-7 * theirs[name].abs().max())
+    assert guard.penalty(0.5).item() == pytest.approx(plain().item(), rel=1e-5)
 
 
 @in_process

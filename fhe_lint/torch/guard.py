@@ -14,7 +14,7 @@ narrow ranges, unsigned ReLU outputs and zero padding are exactly the CLI's), ta
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
@@ -73,10 +73,11 @@ class GuardedLayer:
     scale: Any = None  # the weight scale of the latest training forward, with its autograd graph
     window: tuple[int, int] = (0, 0)  # the n_max window of the layer's integer type (set by the guard)
     full_scale: int = 1  # the largest weight level, 2^(bits-1) - 1
-    ends: Any = None  # (a, s) of a neuron -> (hi, -lo) of its worst case, see penalty()
-    limits: Any = None  # what hi and -lo may reach: the window shrunk by the margin
-    unit: Any = None  # one full-scale tap, the penalty's unit: input range x largest level
-    pressure: Any = None  # per neuron, the penalty's weight: doubled each step it overflowed, halved back
+    pressure: np.ndarray = field(default_factory=lambda: np.ones(0))  # per neuron, the penalty's
+    # weight: doubled each step it overflowed, halved back
+    ends_t: np.ndarray = field(default_factory=lambda: np.zeros((2, 2)))  # (a, s) -> (hi, -lo), see excess()
+    limits: np.ndarray = field(default_factory=lambda: np.zeros((2, 1)))  # what hi, -lo may reach
+    coeff: np.ndarray = field(default_factory=lambda: np.ones(0))  # what a unit of excess costs per neuron
 
     def __post_init__(self) -> None:
         def keep(_: Any, __: Any, out: Any) -> None:
@@ -113,9 +114,8 @@ def levels(module: Any) -> np.ndarray:
 class AccumulatorGuard:
     """Keeps every Brevitas linear layer's exact worst-case accumulator within ``n_max`` bits."""
 
-    def __init__(self, model: Any, example_input: Any, n_max: int = 16, margin: float = 0.02, every: int = 1) -> None:
-        self.n_max, self.margin, self.every = n_max, margin, every
-        self._calls = 0
+    def __init__(self, model: Any, example_input: Any, n_max: int = 16, margin: float = 0.02) -> None:
+        self.n_max, self.margin = n_max, margin
         order = _forward_order(model, example_input)
         analysis = analysed_export(model, example_input, Settings(n_max=n_max)).analysis
         exported = [la for la in analysis.layers if la.layer.weight is not None]
@@ -133,7 +133,7 @@ class AccumulatorGuard:
             else:
                 full_scale = 2 ** (la.layer.weight.bits - 1) - 1
                 self.layers.append(GuardedLayer(name, module, tap_range(la.layer), full_scale=full_scale,
-                                                pressure=_torch().ones(la.layer.weight.d.shape[0])))
+                                                pressure=np.ones(la.layer.weight.d.shape[0])))
                 self._overflowing(self.layers[-1])
 
     def bits(self) -> dict[str, np.ndarray]:
@@ -151,13 +151,12 @@ class AccumulatorGuard:
         still leaves over, by pruning the smallest-|w| weights with masks that only grow. Each
         neuron that overflowed also doubles its weight in :meth:`penalty` (halved back, to 1,
         while it fits). Returns what changed, per layer (empty: nothing did)."""
-        torch = _torch()
         changed: dict[str, Change] = {}
         for g in self.layers:
             over = self._overflowing(g)
-            grew = torch.zeros(len(g.pressure), dtype=torch.bool)
-            grew[torch.as_tensor(over)] = True
-            g.pressure = torch.where(grew, g.pressure * 2, (g.pressure / 2).clamp(min=1.0))
+            grew = np.zeros(len(g.pressure), dtype=bool)
+            grew[over] = True
+            g.pressure = np.where(grew, g.pressure * 2, np.maximum(g.pressure / 2, 1.0))
             change = Change()
             for round_ in range(_ROUNDS):
                 if over.size == 0:
@@ -182,11 +181,11 @@ class AccumulatorGuard:
         lo, hi = bounds.accumulator_interval(levels(g.module), g.x.lo, g.x.hi)
         bits, signed = bounds.layer_bits(lo, hi)
         g.window = bounds.window(self.n_max, signed)
-        torch, (low, high), keep = _torch(), g.window, 1.0 - self.margin
+        (low, high), keep = g.window, 1.0 - self.margin
         c, e = g.x.hi - g.x.lo, g.x.hi + g.x.lo
-        g.ends = torch.tensor([[c / 2, c / 2], [e / 2, -e / 2]])  # (a, s) -> (hi, -lo)
-        g.limits = torch.tensor([keep * high, -keep * low])
-        g.unit = g.ends[0, 0] * 2 * g.full_scale
+        g.ends_t = np.array([[c / 2, e / 2], [c / 2, -e / 2]])
+        g.limits = np.array([[keep * high], [-keep * low]])
+        g.coeff = g.pressure / (c * g.full_scale)  # in full-scale taps: input range x largest level
         return np.flatnonzero(bits > self.n_max)
 
     def _project(self, g: GuardedLayer, rows: np.ndarray, margin: float) -> None:
@@ -209,32 +208,37 @@ class AccumulatorGuard:
             shrunk = torch.sign(target[index]) * torch.relu(target[index].abs() - step)
             target[index] = torch.where(top.reshape(shrunk.shape), target[index], shrunk)
 
-    def penalty(self, strength: float = 0.0025) -> Any:
+    def penalty(self, strength: float = 0.0005) -> Any:
         """A differentiable loss term: per neuron, how far its worst case on the real-valued
         levels ``w / scale`` lies past the window of ``n_max`` bits shrunk by ``margin``
         (rounding adds the rest), counted in full-scale taps (input range x largest level), so
         that one strength suits every bit-width; zero when everything fits.
 
-        With ``P``/``N`` the sums of a neuron's positive/negative |levels|, ``a = P + N`` and
-        ``s = P - N``: ``hi = x_hi P - x_lo N = (c a + e s) / 2`` and ``-lo = (c a - e s) / 2``
-        with ``c = x_hi - x_lo``, ``e = x_hi + x_lo``; a dozen tensor ops per layer. It is
-        computed on every ``every``-th call only (weighted ``every`` times): a regulariser needs
-        no more, and on small networks those ops cost as much as a training step's own."""
+        The term is one autograd node whose gradient (to each weight, and to the weight scale of
+        this step's forward, which moves with the largest weight) :func:`excess` writes out from
+        two sums per neuron: recorded by autograd, the two dozen tensor ops per layer and their
+        replay cost a sixth of a small network's training step. It must be worked out anew at
+        every step: a gradient reused for 4 steps let the 8-bit MLP overshoot its bound and
+        fall from 97 to 59 %."""
         torch = _torch()
-        total = torch.zeros(())
-        self._calls += 1
-        if (self._calls - 1) % self.every:
-            return total
-        for g in self.layers:
-            w = _weight(g.module)
-            # the scale of this step's forward (captured by a hook: no second quantization); not
-            # detached, as the levels are the weights relative to their maximum
-            scale = g.scale if g.scale is not None else g.module.quant_weight().scale
-            level = (w / scale).reshape(w.shape[0], -1)
-            term = excess(level, g.ends, g.limits, g.pressure, g.unit)
-            if term is not None:  # else the term and its gradient are exactly 0
-                total = total + term
-        return self.every * strength * total
+        value, inputs, gradients = 0.0, [], []
+        with torch.no_grad():
+            for g in self.layers:
+                # the scale of this step's forward (captured by a hook: no second quantization)
+                scale = g.scale if g.scale is not None else g.module.quant_weight().scale
+                w = g.module.weight
+                rows = w.reshape(w.shape[0], -1)
+                sums = torch.stack((rows.abs().sum(dim=1), rows.sum(dim=1))).cpu().numpy()
+                term = excess(sums, scale.reshape(-1).cpu().numpy(), g.ends_t, g.limits, g.coeff)
+                if term is not None:  # else the term and its gradient are exactly 0
+                    d_w, d_scale = (torch.from_numpy(strength * d).to(w.device, w.dtype) for d in term[1:])
+                    gradient = torch.addcmul(d_w[1][:, None], d_w[0][:, None], torch.sgn(rows))
+                    value += strength * term[0]
+                    inputs += [w, scale]
+                    gradients += [gradient.reshape(w.shape), d_scale.reshape(scale.shape)]
+        if not inputs:
+            return torch.zeros(())
+        return _node().apply(torch.tensor(value), gradients, *inputs)
 
     def finalize(self) -> None:
         """Make the pruning permanent (``prune.remove``): plain weights with zeros, no hooks."""
@@ -245,40 +249,45 @@ class AccumulatorGuard:
                 prune.remove(g.module, "weight")
 
 
-def excess(level: Any, ends: Any, limits: Any, pressure: Any, unit: Any) -> Any | None:
-    """One layer's term of :meth:`AccumulatorGuard.penalty` (None: 0, with a 0 gradient), its
-    value and gradient computed here, outside autograd: a dozen ops instead of two dozen recorded
-    and replayed per layer and step, on small networks a good part of the step's own work."""
-    torch = _torch()
-    with torch.no_grad():
-        a_s = torch.stack((level.abs(), level)).sum(dim=2)  # (2, neurons): a, s
-        over = torch.relu(torch.addmm(-limits[:, None], ends.t(), a_s))  # hi, -lo past their limits
-        if not over.any():
-            return None
-        weight = torch.where(over > 0, pressure / unit, 0.0)
-        d_as = ends.mm(weight)  # d value / d(a, s)
-        gradient = torch.addcmul(d_as[1][:, None], d_as[0][:, None], torch.sgn(level))  # d value / d level
-        value = (over * weight).sum()
-    return _linear().apply(level, value, gradient)
+def excess(sums: np.ndarray, scale: np.ndarray, ends_t: np.ndarray, limits: np.ndarray,
+           coeff: np.ndarray) -> tuple[float, np.ndarray, np.ndarray] | None:
+    """One layer's term of :meth:`AccumulatorGuard.penalty` from its weights' L1 norm and sum per
+    neuron (``sums``, ``(2, neurons)``) and their scale (per tensor or per neuron): its value and
+    the parts of its gradient, ``d/dw = d_w[1] + d_w[0] sgn(w)`` per neuron and ``d/dscale``
+    (None: 0, with a 0 gradient).
+
+    With ``P``/``N`` the sums of a neuron's positive/negative |levels|, ``a = P + N`` and
+    ``s = P - N``, the worst case is ``hi = x_hi P - x_lo N = (c a + e s) / 2`` and
+    ``-lo = (c a - e s) / 2`` with ``c = x_hi - x_lo``, ``e = x_hi + x_lo`` (``ends_t``); each
+    past its limit adds its excess times the neuron's ``coeff``. Levels are ``w / scale``, so
+    ``(a, s) = sums / scale`` and the scale's gradient is ``-(d_a a + d_s s) / scale``."""
+    inverse = 1.0 / scale.astype(np.float64)
+    a_s = sums * inverse
+    over = np.maximum(ends_t @ a_s - limits, 0.0)  # hi, -lo past their limits
+    if not over.any():
+        return None
+    weight = np.where(over > 0, coeff, 0.0)
+    d_as = ends_t.T @ weight  # d value / d(a, s)
+    d_scale = -(d_as * a_s).sum(axis=0) * inverse
+    return float((over * weight).sum()), d_as * inverse, d_scale if len(scale) > 1 else d_scale.sum(keepdims=True)
 
 
 @cache
-def _linear() -> Any:
-    """A term of known value and gradient (with respect to ``x``) as one autograd node."""
+def _node() -> Any:
+    """A term of known value and gradients (one per input) as one autograd node."""
     torch = _torch()
 
-    class Linear(torch.autograd.Function):
+    class Term(torch.autograd.Function):
         @staticmethod
-        def forward(ctx: Any, x: Any, value: Any, gradient: Any) -> Any:
-            ctx.save_for_backward(gradient)
-            return value.clone()
+        def forward(ctx: Any, value: Any, gradients: list, *inputs: Any) -> Any:
+            ctx.gradients = gradients
+            return value
 
         @staticmethod
-        def backward(ctx: Any, grad: Any) -> tuple[Any, None, None]:
-            (gradient,) = ctx.saved_tensors
-            return grad * gradient, None, None
+        def backward(ctx: Any, grad: Any) -> tuple[Any, ...]:
+            return None, None, *[grad * d for d in ctx.gradients]
 
-    return Linear
+    return Term
 
 
 def _mask_out(module: Any, taps: np.ndarray) -> None:

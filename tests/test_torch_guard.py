@@ -133,14 +133,15 @@ def test_the_penalty_is_zero_when_everything_fits_and_pulls_overflowing_neurons_
 @pytest.mark.parametrize("seed", range(6))
 def test_the_penalty_term_and_its_written_out_gradient_are_autograds(seed):
     """The term's value and gradient, written out from two sums per neuron (for speed), are
-    those autograd gives for the plain formula on the levels ``w / scale``, to the weights and to
-    the scale (per tensor and per neuron), on random weights, windows and pressures."""
-    from fhe_lint.torch.guard import excess
+    those autograd gives for the plain formula on the levels ``w / scale``, to the weights (by
+    the chain rule through the sums) and to the scale (per tensor and per neuron), on random
+    weights, windows and pressures."""
+    from fhe_lint.torch.guard import Budget, excess
 
     gen = torch.Generator().manual_seed(seed)
     w = (torch.randn(12, 30, generator=gen, dtype=torch.float64) * 0.2).requires_grad_()
-    per_neuron = seed % 3 == 2
-    scale = (torch.rand(12 if per_neuron else 1, generator=gen, dtype=torch.float64) * 0.02 + 0.01).requires_grad_()
+    per_channel = seed % 3 == 2
+    scale = (torch.rand(12 if per_channel else 1, generator=gen, dtype=torch.float64) * 0.02 + 0.01).requires_grad_()
     c, e = 255.0, 255.0 if seed % 2 else -1.0  # unsigned or signed inputs
     ends_t = torch.tensor([[c / 2, e / 2], [c / 2, -e / 2]], dtype=torch.float64)
     coeff = torch.rand(12, generator=gen, dtype=torch.float64) * 4 / (c * 127)
@@ -150,14 +151,18 @@ def test_the_penalty_term_and_its_written_out_gradient_are_autograds(seed):
     plain = (torch.relu(ends_t @ a_s - limits) * coeff).sum()
     expected_w, expected_scale = torch.autograd.grad(plain, (w, scale))
 
-    sums = np.stack((w.detach().abs().sum(dim=1).numpy(), w.detach().sum(dim=1).numpy()))
-    value, d_w, d_scale = excess(sums, scale.detach().numpy(), ends_t.numpy(), limits.numpy(), coeff.numpy())
-    grad_w = d_w[1][:, None] + d_w[0][:, None] * np.sign(w.detach().numpy())
+    budget = Budget(np.repeat(ends_t.numpy()[:, :, None], 12, axis=2), limits.numpy().repeat(12, axis=1),
+                    coeff.numpy(), np.array([0, 12]))
+    per_neuron = np.stack((w.detach().abs().sum(dim=1).numpy(), w.detach().sum(dim=1).numpy(),
+                           np.broadcast_to(scale.detach().numpy(), 12)))
+    value, gradient = excess(per_neuron, budget)  # with respect to the L1 norms, sums and scales
+    grad_w = gradient[1][:, None] + gradient[0][:, None] * np.sign(w.detach().numpy())  # the chain rule
     assert value == pytest.approx(plain.item(), rel=1e-9)
     np.testing.assert_allclose(grad_w, expected_w.numpy(), rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(d_scale, expected_scale.numpy(), rtol=1e-9)
+    np.testing.assert_allclose(gradient[2] if per_channel else gradient[2].sum(keepdims=True), expected_scale.numpy(),
+                               rtol=1e-9)
     assert (expected_w != 0).any() and (expected_w == 0).any()  # some neurons past their limits, some not
-    assert excess(sums, scale.detach().numpy(), ends_t.numpy(), limits.numpy() + 1e9, coeff.numpy()) is None
+    assert excess(per_neuron, Budget(budget.ends, budget.limits + 1e9, budget.coeff, budget.edges)) is None
 
 
 @in_process
@@ -179,11 +184,13 @@ def test_the_penalty_gradient_is_autograds_on_the_plain_formula_through_brevitas
 
     def plain() -> "torch.Tensor":
         total = torch.zeros((), dtype=torch.float64)
-        for g in guard.layers:
+        b = guard.budget
+        for g, start, end in zip(guard.layers, b.edges, b.edges[1:]):
             level = (g.module.weight / g.scale).reshape(g.module.weight.shape[0], -1).double()
             a_s = torch.stack((level.abs().sum(dim=1), level.sum(dim=1)))
-            over = torch.relu(torch.from_numpy(g.ends_t) @ a_s - torch.from_numpy(g.limits))
-            total = total + (over * torch.from_numpy(g.coeff)).sum()
+            hi_lo = (torch.from_numpy(b.ends[:, :, start:end]) * a_s).sum(dim=1)
+            over = torch.relu(hi_lo - torch.from_numpy(b.limits[:, start:end]))
+            total = total + (over * torch.from_numpy(b.coeff[start:end])).sum()
         return 0.5 * total
 
     ours, theirs = grads(lambda: guard.penalty(0.5)), grads(plain)

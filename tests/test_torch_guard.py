@@ -201,6 +201,18 @@ def test_the_penalty_gradient_is_autograds_on_the_plain_formula_through_brevitas
 
 
 @in_process
+def test_the_penalty_every_kth_call_weighs_k_times():
+    from fhe_lint.torch import AccumulatorGuard
+
+    net, example = _mixed(), torch.rand(1, 16)
+    each, third = (AccumulatorGuard(net, example, n_max=12, every=k) for k in (1, 3))
+    net.train()
+    net(torch.rand(8, 16))
+    assert third.penalty().item() == pytest.approx(3 * each.penalty().item(), rel=1e-6)
+    assert third.penalty().item() == third.penalty().item() == 0.0 and third.penalty().item() > 0
+
+
+@in_process
 def test_finalize_leaves_a_plain_model_that_exports_and_lints_clean(tmp_path):
     from brevitas.export import export_qonnx
 

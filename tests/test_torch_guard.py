@@ -136,7 +136,7 @@ def test_the_penalty_term_and_its_written_out_gradient_are_autograds(seed):
     those autograd gives for the plain formula on the levels ``w / scale``, to the weights (by
     the chain rule through the sums) and to the scale (per tensor and per neuron), on random
     weights, windows and pressures."""
-    from fhe_lint.torch.guard import Budget, excess
+    from fhe_lint.torch.penalty import Budget, excess
 
     gen = torch.Generator().manual_seed(seed)
     w = (torch.randn(12, 30, generator=gen, dtype=torch.float64) * 0.2).requires_grad_()

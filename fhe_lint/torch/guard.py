@@ -15,7 +15,6 @@ narrow ranges, unsigned ReLU outputs and zero padding are exactly the CLI's), ta
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 import numpy as np
@@ -27,6 +26,7 @@ from fhe_lint.fix.plan import prune_to_fit
 from fhe_lint.formats.quantizer import IntRange
 from fhe_lint.settings import Settings
 from fhe_lint.torch.export import analysed_export
+from fhe_lint.torch.penalty import Budget, excess, linear
 
 GUARDED = ("QuantLinear", "QuantConv1d", "QuantConv2d", "QuantConv3d")
 _ROUNDS = 8  # projections first, then pruning: a per-tensor scale can move when a neuron's largest weight does
@@ -81,28 +81,6 @@ class GuardedLayer:
             self.scale = out.scale if self.module.training and hasattr(out, "scale") else None
 
         self.module.weight_quant.register_forward_hook(keep)
-
-
-@dataclass(frozen=True)
-class Budget:
-    """What the penalty needs of every guarded neuron, end to end over the layers, so that it
-    works them all out in one pass of a dozen vector ops."""
-
-    ends: np.ndarray  # (2, 2, neurons): (a, s) -> (hi, -lo) of the worst case, see excess()
-    limits: np.ndarray  # (2, neurons): what hi and -lo may reach, the n_max window shrunk by the margin
-    coeff: np.ndarray  # what a unit of excess costs: the neuron's pressure over one full-scale tap
-    edges: np.ndarray  # where each layer's neurons start, and where the last one's end
-
-    @classmethod
-    def of(cls, layers: list[GuardedLayer], margin: float) -> Budget:
-        ends, limits, coeff = [np.zeros((2, 2, 0))], [np.zeros((2, 0))], [np.zeros(0)]
-        for g in layers:
-            n, c, e, (low, high) = len(g.pressure), g.x.hi - g.x.lo, g.x.hi + g.x.lo, g.window
-            ends.append(np.repeat([[[c / 2], [e / 2]], [[c / 2], [-e / 2]]], n, axis=2))
-            limits.append(np.repeat([[(1 - margin) * high], [-(1 - margin) * low]], n, axis=1))
-            coeff.append(g.pressure / (c * g.full_scale))
-        edges = np.cumsum([0] + [len(g.pressure) for g in layers])
-        return cls(np.concatenate(ends, axis=2), np.concatenate(limits, axis=1), np.concatenate(coeff), edges)
 
 
 def _torch() -> Any:
@@ -237,11 +215,8 @@ class AccumulatorGuard:
         (rounding adds the rest), counted in full-scale taps (input range x largest level), so
         that one strength suits every bit-width; zero when everything fits.
 
-        Autograd records only the two sums per neuron (its L1 norm and sum, over its scale);
-        the term on them, a dozen vector ops for all layers at once, is worked out in
-        :func:`excess` with its gradient and joins the graph as one node: recorded by autograd,
-        those ops cost a sixth of a small network's training step, each a few µs of dispatch
-        whatever its size, where the sums' backward runs inside autograd's engine.
+        Autograd records only the two sums per neuron and the scale; the term on them is
+        :func:`fhe_lint.torch.penalty.excess`, for all layers at once, as one autograd node.
 
         With ``every=k`` it is worked out on every k-th call only, weighted k times (0
         between): on the digits MLPs ``every=2`` halves its cost and keeps the 7-bit models'
@@ -264,8 +239,8 @@ class AccumulatorGuard:
         if term is None:  # everything fits: the term and its gradient are exactly 0
             return torch.zeros(())
         value, gradient = term
-        return _node().apply(torch.tensor(strength * value), torch.from_numpy(strength * gradient).to(per_neuron),
-                             per_neuron)
+        return linear().apply(per_neuron, torch.tensor(strength * value),
+                               torch.from_numpy(strength * gradient).to(per_neuron))
 
     def finalize(self) -> None:
         """Make the pruning permanent (``prune.remove``): plain weights with zeros, no hooks."""
@@ -274,46 +249,6 @@ class AccumulatorGuard:
         for g in self.layers:
             if hasattr(g.module, "weight_orig"):
                 prune.remove(g.module, "weight")
-
-
-def excess(per_neuron: np.ndarray, budget: Budget) -> tuple[float, np.ndarray] | None:
-    """The term of :meth:`AccumulatorGuard.penalty` from each neuron's weights' L1 norm, sum and
-    scale (``per_neuron``, ``(3, neurons)``), and its gradient with respect to them (None: 0,
-    with a 0 gradient).
-
-    With ``P``/``N`` the sums of a neuron's positive/negative |levels|, ``a = P + N`` and
-    ``s = P - N``, the worst case is ``hi = x_hi P - x_lo N = (c a + e s) / 2`` and
-    ``-lo = (c a - e s) / 2`` with ``c = x_hi - x_lo``, ``e = x_hi + x_lo``; each past its
-    limit adds its excess times the neuron's ``coeff``. Levels are ``w / scale``, so
-    ``(a, s) = sums / scale`` and the scale's gradient is ``-(d_a a + d_s s) / scale``."""
-    add, scale = np.add.reduce, per_neuron[2]
-    a_s = per_neuron[:2] / scale
-    over = np.maximum(add(budget.ends * a_s, axis=1) - budget.limits, 0.0)  # hi, -lo past their limits
-    if not np.maximum.reduce(over, axis=None) > 0:  # np.add.reduce and friends: no Python wrapper
-        return None
-    weight = (over > 0) * budget.coeff
-    d_as = add(budget.ends * weight[:, None], axis=0)  # d value / d(a, s)
-    d_scale = -add(d_as * a_s, axis=0, keepdims=True)
-    return float(add(over * weight, axis=None)), np.concatenate((d_as, d_scale)) / scale
-
-
-@cache
-def _node() -> Any:
-    """A term of known value and gradient (with respect to ``x``) as one autograd node."""
-    torch = _torch()
-
-    class Term(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx: Any, value: Any, gradient: Any, x: Any) -> Any:
-            ctx.save_for_backward(gradient)
-            return value
-
-        @staticmethod
-        def backward(ctx: Any, grad: Any) -> tuple[Any, ...]:
-            (gradient,) = ctx.saved_tensors
-            return None, None, grad * gradient
-
-    return Term
 
 
 def _mask_out(module: Any, taps: np.ndarray) -> None:

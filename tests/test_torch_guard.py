@@ -210,6 +210,10 @@ def test_the_penalty_every_kth_call_weighs_k_times():
     net(torch.rand(8, 16))
     assert third.penalty().item() == pytest.approx(3 * each.penalty().item(), rel=1e-6)
     assert third.penalty().item() == third.penalty().item() == 0.0 and third.penalty().item() > 0
+    from fhe_lint.errors import FheLintError
+
+    with pytest.raises(FheLintError, match="every=0"):
+        AccumulatorGuard(net, example, n_max=12, every=0)
 
 
 @in_process

@@ -1,10 +1,11 @@
 """The training guard's cost in training time, measured in one process.
 
-    python bench/guard_overhead.py [--epochs 100]
+    python bench/guard_overhead.py [--epochs 100] [--batch 64]
 
 Whole trainings vary by +-15 % from run to run on a shared machine, more than the guard costs.
 Here the same network is trained twice side by side, with and without the guard
-(examples/train_digits.py's models, optimizer and batches of 64 of the 1,437 training digits),
+(examples/train_digits.py's models, optimizer and batches of 64, or ``--batch``, of the 1,437
+training digits),
 one epoch of each in turn, the guarded ones calling ``penalty()`` at every step (the second
 with ``every=2``) and ``step()`` at the end of each epoch as the example does; the figure is
 the median over the epochs of a guarded epoch's time over the unguarded one's just before,
@@ -69,6 +70,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=100, help="measured epochs per model")
+    parser.add_argument("--batch", type=int, default=64, help="batch size (the guard's cost is per step)")
     a = parser.parse_args()
     td = _example()
     digits = np.load(td.DIGITS)
@@ -77,7 +79,7 @@ def main() -> None:
         x = torch.tensor(digits["x"], dtype=torch.float32)
         x = x.reshape(-1, 1, 8, 8) if arch == "cnn" else x
         y = torch.tensor(digits["y"], dtype=torch.long)
-        batches = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[360:].split(64)
+        batches = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[360:].split(a.batch)
         plain, each, second = (_trainer(td, arch, size, bits, every, x, y, batches) for every in (0, 1, 2))
         plain(), each(), second()
         runs = [(plain(), each(), second()) for _ in range(a.epochs)]

@@ -16,7 +16,7 @@ import numpy as np
 from fhe_lint.analysis.accumulators import LayerAnalysis
 from fhe_lint.errors import FixError
 from fhe_lint.fix.edits import LayerEdit, QuantizerEdit
-from fhe_lint.formats.graph import Graph, attr
+from fhe_lint.formats.graph import Graph, attr, optional_input
 from fhe_lint.formats.layers import SPECS
 from fhe_lint.formats.quantizer import Quantizer, integer_range
 from fhe_lint.io.onnx_proto import PLAIN_DTYPES, ModelProto, NodeProto, TensorProto, from_array
@@ -248,7 +248,7 @@ def qoperator_scale(graph: Graph, la: LayerAnalysis) -> int | None:
     if spec is None or not spec.scales:
         return None
     at = spec.zero_points[la.layer.weight.operand] - 1
-    bias = node.input[spec.bias] if spec.bias is not None and len(node.input) > spec.bias else ""
+    bias = optional_input(node, spec.bias)
     if not graph.is_initializer(node.input[at]) or bias and (not graph.is_initializer(bias)
                                                              or len(graph.consumers[bias]) != 1):
         return None
@@ -260,9 +260,9 @@ def _rescale_int_bias(graph: Graph, la: LayerAnalysis, q: QuantizerEdit, store: 
     weight scale it is the same real bias in fewer, larger steps."""
     node = la.layer.node
     spec = SPECS[node.domain, node.op_type]
-    if spec.bias is None or len(node.input) <= spec.bias or not node.input[spec.bias]:
+    name = optional_input(node, spec.bias)
+    if not name:
         return
-    name = node.input[spec.bias]
     old = graph.const(node.input[q.scale_input]).astype(np.float64).reshape(-1)
     bias = graph.const(name)
     new = np.round(bias.astype(np.float64) * (old / q.scale.astype(np.float64).reshape(-1)))

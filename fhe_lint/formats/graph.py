@@ -200,6 +200,12 @@ def _dims(tensor_type) -> list[int | None]:
     return [d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim]
 
 
+def optional_input(node: NodeProto, index: int | None) -> str:
+    """Input ``index`` of ``node``, or "" when the node leaves that optional input out (ONNX
+    drops trailing empty inputs)."""
+    return node.input[index] if index is not None and len(node.input) > index else ""
+
+
 def attr(node: NodeProto, name: str, default=None):
     """The value of attribute ``name`` of ``node`` (decoded), or ``default``."""
     for a in node.attribute:

@@ -17,7 +17,7 @@ import numpy as np
 from fhe_lint.errors import UnsupportedModelError
 from fhe_lint.formats import float_model, qdq, qonnx, qoperator
 from fhe_lint.formats.channels_last import channels_at_end
-from fhe_lint.formats.graph import Graph, attr
+from fhe_lint.formats.graph import Graph, attr, optional_input
 from fhe_lint.formats.ops import CHANNELS_LAST_DOMAIN, QONNX_DOMAINS
 from fhe_lint.formats.quantizer import InputRange, IntRange, Quantizer
 from fhe_lint.formats.walk import input_range
@@ -95,7 +95,7 @@ def _weight_quantizer(graph: Graph, spec: LayerSpec, layer: NodeProto, operand: 
     w = graph.const(source)
     if spec.zero_points:
         at = spec.zero_points[operand]
-        zp = layer.input[at] if len(layer.input) > at else ""
+        zp = optional_input(layer, at)
         scale = layer.input[at - 1] if spec.scales else None  # QLinear ops: the scale before the zero-point
         return qoperator.integer_weight(graph, layer, source, zp, w.ndim, scale)
     if qnode is None:
@@ -146,12 +146,9 @@ def _walked_or_assumed(graph: Graph, tensor: str, settings: Settings) -> tuple[I
 
 def _runtime(graph: Graph, spec: LayerSpec, layer: NodeProto, data: int) -> tuple[int, np.ndarray | None] | None:
     """QOperator/QDQ layers run ``sum (x - zp_x)(w - zp_w) + bias_int32``: its zero-point and bias."""
-    def operand(i: int | None) -> str:
-        return layer.input[i] if i is not None and len(layer.input) > i else ""
-
     if spec.zero_points:
-        return qoperator.runtime(graph, operand(spec.zero_points[data]), operand(spec.bias))
-    return qdq.runtime(graph, layer.input[data], operand(spec.bias))
+        return qoperator.runtime(graph, optional_input(layer, spec.zero_points[data]), optional_input(layer, spec.bias))
+    return qdq.runtime(graph, layer.input[data], optional_input(layer, spec.bias))
 
 
 def spec_key(node: NodeProto) -> tuple[str, str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from fhe_lint.errors import UnsupportedModelError
-from fhe_lint.formats.graph import Graph, attr
+from fhe_lint.formats.graph import Graph, attr, optional_input
 from fhe_lint.formats.ops import TYPE_KEEPING_OPS
 from fhe_lint.formats.quantizer import InputRange, IntRange, Quantizer, const_param, scalar_params, scalar_zero_point
 from fhe_lint.io.onnx_proto import NodeProto, TensorProto
@@ -48,13 +48,12 @@ def elem_type(graph: Graph, tensor: str) -> int | None:
             out = attr(node, "output_dtype", 0)
             if out:
                 return out
-            zp = node.input[2] if len(node.input) > 2 else ""
+            zp = optional_input(node, 2)
             return graph.const_proto(zp).data_type if zp and graph.is_const(zp) else TensorProto.UINT8
         if op == "DynamicQuantizeLinear":
             return TensorProto.UINT8
         if op in _OUTPUT_ZERO_POINT:
-            i = _OUTPUT_ZERO_POINT[op]
-            zp = node.input[i] if len(node.input) > i else ""
+            zp = optional_input(node, _OUTPUT_ZERO_POINT[op])
             return graph.const_proto(zp).data_type if zp and graph.is_const(zp) else TensorProto.UINT8
         if op not in TYPE_KEEPING_OPS:
             return graph.declared_type(tensor)

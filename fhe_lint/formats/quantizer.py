@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fhe_lint.errors import UnsupportedModelError
-from fhe_lint.formats.graph import Graph
+from fhe_lint.formats.graph import Graph, optional_input
 from fhe_lint.io.onnx_proto import NodeProto
 
 MAX_BITS = 32
@@ -113,7 +113,7 @@ class InputRange:
 
 def scalar_params(graph: Graph, node: NodeProto) -> tuple[float, float] | None:
     """A quantizer's per-tensor (scale, zero-point) from its inputs 1 and 2, if constant scalars."""
-    names = [node.input[i] if len(node.input) > i else "" for i in (1, 2)]
+    names = [optional_input(node, i) for i in (1, 2)]
     values = [graph.const(n) if n and graph.is_const(n) else (None if n else np.zeros(())) for n in names]
     if any(v is None or v.size != 1 for v in values):
         return None
@@ -123,7 +123,7 @@ def scalar_params(graph: Graph, node: NodeProto) -> tuple[float, float] | None:
 def const_param(graph: Graph, node: NodeProto, index: int, what: str, required: bool = True) -> np.ndarray | None:
     """A quantizer's scale or zero-point input as float64: None when the input is absent, or is
     computed at run time and not ``required``; NaN, Inf or non-numeric values are refused."""
-    name = node.input[index] if len(node.input) > index else ""
+    name = optional_input(node, index)
     if not name or not graph.is_const(name):
         if name and required:
             raise UnsupportedModelError(f"{graph.name(node)}: {what} is not a constant")

@@ -16,7 +16,7 @@ import numpy as np
 
 from fhe_lint.bounds import int_bits
 from fhe_lint.formats import qdq, qonnx
-from fhe_lint.formats.graph import Graph, attr
+from fhe_lint.formats.graph import Graph, attr, optional_input
 from fhe_lint.formats.ops import VALUE_MOVING_OPS
 from fhe_lint.formats.quantizer import InputRange, IntRange
 from fhe_lint.io.onnx_proto import NodeProto
@@ -33,7 +33,7 @@ class _Through:
 def _is_zero_pad(graph: Graph, node: NodeProto) -> bool:
     if (attr(node, "mode", "constant") or "constant") != "constant":
         return True  # reflect/edge/wrap pads copy existing values
-    value = node.input[2] if len(node.input) > 2 else ""
+    value = optional_input(node, 2)
     if value and (not graph.is_const(value) or np.any(graph.const(value) != 0)):
         return False
     return float(attr(node, "value", 0.0)) == 0.0

@@ -124,9 +124,9 @@ class AccumulatorGuard:
         self.layers: list[GuardedLayer] = []
         self.unguarded: dict[str, str] = {}  # module path -> why its bound is unknown (FHE005)
         for (name, module), la in zip(order, exported):
-            neurons = la.layer.weight.d.shape[0]
-            if levels(module).shape != la.layer.weight.d.shape:
-                raise FheLintError(f"{name}: its weight is {levels(module).shape} per neuron, the exported "
+            neurons, shape = la.layer.weight.d.shape[0], levels(module).shape
+            if shape != la.layer.weight.d.shape:
+                raise FheLintError(f"{name}: its weight is {shape} per neuron, the exported "
                                    f"{la.name} {la.layer.weight.d.shape}: cannot pair them")
             if module.quant_weight().scale.numel() not in (1, neurons):
                 raise FheLintError(f"{name}: its weight scale is neither per tensor nor per output channel")

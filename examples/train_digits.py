@@ -66,6 +66,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--guard", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--strength", type=float, default=0.0005, help="weight of the guard's penalty in the loss")
+    p.add_argument("--every", type=int, default=1, help="work the penalty out on every k-th step only (weighted k)")
     p.add_argument("--n-max", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="write the QONNX export here")
@@ -82,7 +83,7 @@ def main() -> None:
     if a.arch == "cnn":  # 8 x 8 images, one channel: the model's first op is its input quantizer,
         x = x.reshape(-1, 1, 8, 8)  # as Concrete ML requires
     example = x[:1]
-    guard = AccumulatorGuard(model, example, n_max=a.n_max) if a.guard else None
+    guard = AccumulatorGuard(model, example, n_max=a.n_max, every=a.every) if a.guard else None
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, a.epochs)
     loss_fn = nn.CrossEntropyLoss()

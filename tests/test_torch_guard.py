@@ -5,6 +5,7 @@ interpreter FHE_LINT_TORCH_PYTHON names (CI: the Concrete environment, which has
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -108,6 +109,38 @@ def test_a_step_makes_every_neuron_fit_and_leaves_fitting_ones_alone():
     assert max(max(b) for b in _cli_bits(net, example)) <= 12
 
 
+@pytest.mark.parametrize("x", [(0, 127), (-128, 127), (-63, 63), (-8, 0)])
+def test_the_projection_threshold_is_the_smallest_that_fits(x):
+    """step()'s soft threshold, solved on the sorted magnitudes, against the worst case worked
+    out directly: with it every row that can fit does, with a hair less none that needed one
+    does; a row that cannot fit even with all but its largest weight at 0 has them all zeroed."""
+    from fhe_lint.formats.quantizer import IntRange
+    from fhe_lint.torch.guard import shrinkage
+
+    x = IntRange(*x)
+
+    def fits(level: np.ndarray, tau: np.ndarray, low: float, high: float) -> np.ndarray:
+        magnitude = np.abs(level)
+        top = np.arange(level.shape[1]) == magnitude.argmax(axis=1, keepdims=True)
+        kept = np.where(top, magnitude, np.maximum(magnitude - tau[:, None], 0.0))
+        p, n = (kept * (level > 0)).sum(axis=1), (kept * (level <= 0)).sum(axis=1)
+        return (x.lo * p - x.hi * n >= low) & (x.hi * p - x.lo * n <= high)
+
+    rng = np.random.default_rng(x.hi)
+    for trial in range(60):
+        level = rng.normal(size=(rng.integers(1, 20), rng.integers(1, 40))) * rng.uniform(1, 60)
+        level = np.round(level) if trial % 2 else level  # ties among the magnitudes, zeros
+        low, high = -rng.uniform(100, 20000), rng.uniform(100, 20000)
+        tau = shrinkage(level, x, low, high)
+        largest_only = np.full(len(level), np.inf)
+        feasible = fits(level, largest_only, low, high)
+        slack = 1e-6 * (high - low)
+        assert fits(level, tau, low - slack, high + slack)[feasible].all()
+        assert not (fits(level, np.maximum(tau * (1 - 1e-6) - 1e-6, 0.0), low, high) & (tau > 0)).any()
+        rest = np.abs(level).max(axis=1, keepdims=True) > np.abs(level)  # all but (one of) the largest
+        np.testing.assert_array_less(np.where(rest, np.abs(level), 0).max(axis=1)[~feasible], tau[~feasible] + 1e-9)
+
+
 @in_process
 def test_the_penalty_is_zero_when_everything_fits_and_pulls_overflowing_neurons_in():
     from fhe_lint.torch import AccumulatorGuard
@@ -135,14 +168,18 @@ def test_the_penalty_term_and_its_written_out_gradient_are_autograds(seed):
     """The term's value and gradient, written out from two sums per neuron (for speed), are
     those autograd gives for the plain formula on the levels ``w / scale``, to the weights (by
     the chain rule through the sums) and to the scale (per tensor and per neuron), on random
-    weights, windows and pressures."""
-    from fhe_lint.torch.penalty import Budget, excess
+    weights, limits and pressures."""
+    from types import SimpleNamespace
+
+    from fhe_lint.formats.quantizer import IntRange
+    from fhe_lint.torch.penalty import Budget, gradients
 
     gen = torch.Generator().manual_seed(seed)
     w = (torch.randn(12, 30, generator=gen, dtype=torch.float64) * 0.2).requires_grad_()
     per_channel = seed % 3 == 2
     scale = (torch.rand(12 if per_channel else 1, generator=gen, dtype=torch.float64) * 0.02 + 0.01).requires_grad_()
-    c, e = 255.0, 255.0 if seed % 2 else -1.0  # unsigned or signed inputs
+    x = IntRange(0, 255) if seed % 2 else IntRange(-128, 127)  # unsigned or signed inputs
+    c, e = x.hi - x.lo, x.hi + x.lo
     ends_t = torch.tensor([[c / 2, e / 2], [c / 2, -e / 2]], dtype=torch.float64)
     coeff = torch.rand(12, generator=gen, dtype=torch.float64) * 4 / (c * 127)
     level = w / scale[:, None]
@@ -151,18 +188,17 @@ def test_the_penalty_term_and_its_written_out_gradient_are_autograds(seed):
     plain = (torch.relu(ends_t @ a_s - limits) * coeff).sum()
     expected_w, expected_scale = torch.autograd.grad(plain, (w, scale))
 
-    budget = Budget(np.repeat(ends_t.numpy()[:, :, None], 12, axis=2), limits.numpy().repeat(12, axis=1),
-                    coeff.numpy(), np.array([0, 12]))
-    per_neuron = np.stack((w.detach().abs().sum(dim=1).numpy(), w.detach().sum(dim=1).numpy(),
-                           np.broadcast_to(scale.detach().numpy(), 12)))
-    value, gradient = excess(per_neuron, budget)  # with respect to the L1 norms, sums and scales
-    grad_w = gradient[1][:, None] + gradient[0][:, None] * np.sign(w.detach().numpy())  # the chain rule
+    layer = SimpleNamespace(pressure=np.ones(12), x=x, window=(-1, 1), full_scale=127,
+                            module=SimpleNamespace(weight=w), channels=len(scale))
+    budget = dataclasses.replace(Budget.of([layer], margin=0.0), limits=limits.numpy().repeat(12, axis=1),
+                                 coeff=coeff.numpy())
+    value, gradient = gradients([w], [scale], budget)
     assert value == pytest.approx(plain.item(), rel=1e-9)
-    np.testing.assert_allclose(grad_w, expected_w.numpy(), rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(gradient[2] if per_channel else gradient[2].sum(keepdims=True), expected_scale.numpy(),
-                               rtol=1e-9)
+    assert gradient.shape == (w.numel() + scale.numel(),)
+    np.testing.assert_allclose(gradient[: w.numel()].reshape(w.shape), expected_w.numpy(), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(gradient[w.numel():], expected_scale.numpy(), rtol=1e-9)
     assert (expected_w != 0).any() and (expected_w == 0).any()  # some neurons past their limits, some not
-    assert excess(per_neuron, Budget(budget.ends, budget.limits + 1e9, budget.coeff, budget.edges)) is None
+    assert gradients([w], [scale], dataclasses.replace(budget, limits=budget.limits + 1e9)) is None
 
 
 @in_process

@@ -1,9 +1,12 @@
 """The training guard's penalty term, on two sums per neuron.
 
-Autograd records only each neuron's L1 norm and sum of weights and its scale; the term on them
-and its gradient are worked out here, for all guarded layers at once, in numpy, and join the
-graph as one node (:func:`linear`). Recorded by autograd, the same two dozen ops per layer cost a
-sixth of a small network's training step: each costs µs of dispatch whatever its size.
+The term needs only each neuron's L1 norm and sum of weights and its scale. All guarded
+weights are read as one flat array, whose neurons are contiguous runs, so that one reduction
+gives every neuron's sums (``np.add.reduceat``); the term, its gradient to every weight and
+scale are worked out here in numpy and join the graph as one node on the weights and scales
+(:func:`term`). On the digits networks a step costs 3-6 ms, mostly Brevitas's Python; each
+torch op costs µs of dispatch whatever its size, so recording the same sums per layer by
+autograd (a dozen ops per layer, forward and backward) cost the guard twice as much.
 """
 
 from __future__ import annotations
@@ -21,28 +24,41 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Budget:
     """What the penalty needs of every guarded neuron, end to end over the layers, so that it
-    works them all out in one pass of a dozen vector ops."""
+    works them all out in one pass of a few dozen vector ops (each costs µs cold, whatever its
+    size: a training step evicts numpy's code from the caches)."""
 
     ends: np.ndarray  # (2, 2, neurons): (a, s) -> (hi, -lo) of the worst case, see excess()
     limits: np.ndarray  # (2, neurons): what hi and -lo may reach, the n_max window shrunk by the margin
     coeff: np.ndarray  # what a unit of excess costs: the neuron's pressure over one full-scale tap
     edges: np.ndarray  # where each layer's neurons start, and where the last one's end
+    starts: np.ndarray  # where each neuron's weights start in all guarded weights read end to end
+    fan_in: np.ndarray  # how many weights each neuron has
+    scale_of: np.ndarray  # each neuron's scale element, in all layers' scales end to end
+    groups: np.ndarray  # the first neuron of each scale element (all of a layer's, per tensor)
+    sizes: list[int]  # the numbers of weights of each layer, then of scale elements
 
     @classmethod
     def of(cls, layers: list[GuardedLayer], margin: float) -> Budget:
         ends, limits, coeff = [np.zeros((2, 2, 0))], [np.zeros((2, 0))], [np.zeros(0)]
+        fan_in, scale_of, first = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)], 0
         for g in layers:
             n, c, e, (low, high) = len(g.pressure), g.x.hi - g.x.lo, g.x.hi + g.x.lo, g.window
             ends.append(np.repeat([[[c / 2], [e / 2]], [[c / 2], [-e / 2]]], n, axis=2))
             limits.append(np.repeat([[(1 - margin) * high], [-(1 - margin) * low]], n, axis=1))
             coeff.append(g.pressure / (c * g.full_scale))
+            fan_in.append(np.full(n, g.module.weight[0].numel()))
+            scale_of.append(first + np.arange(n) * g.channels // n)
+            first += g.channels
         edges = np.cumsum([0] + [len(g.pressure) for g in layers])
-        return cls(np.concatenate(ends, axis=2), np.concatenate(limits, axis=1), np.concatenate(coeff), edges)
+        fan, owner = np.concatenate(fan_in), np.concatenate(scale_of)
+        sizes = [int(fan[a:b].sum()) for a, b in zip(edges, edges[1:])] + [g.channels for g in layers]
+        return cls(np.concatenate(ends, axis=2), np.concatenate(limits, axis=1), np.concatenate(coeff), edges,
+                   np.cumsum(fan) - fan, fan, owner, np.flatnonzero(np.diff(owner, prepend=-1)), sizes)
 
 
-def excess(per_neuron: np.ndarray, budget: Budget) -> tuple[float, np.ndarray] | None:
-    """The term of :meth:`AccumulatorGuard.penalty` from each neuron's weights' L1 norm, sum and
-    scale (``per_neuron``, ``(3, neurons)``), and its gradient with respect to them (None: 0,
+def excess(sums: np.ndarray, scale: np.ndarray, budget: Budget) -> tuple[float, np.ndarray, np.ndarray] | None:
+    """The term of :meth:`AccumulatorGuard.penalty` from each neuron's weights' L1 norm and sum
+    (``sums``, ``(2, neurons)``) and its scale, and its gradient with respect to them (None: 0,
     with a 0 gradient).
 
     With ``P``/``N`` the sums of a neuron's positive/negative |levels|, ``a = P + N`` and
@@ -50,31 +66,47 @@ def excess(per_neuron: np.ndarray, budget: Budget) -> tuple[float, np.ndarray] |
     ``-lo = (c a - e s) / 2`` with ``c = x_hi - x_lo``, ``e = x_hi + x_lo``; each past its
     limit adds its excess times the neuron's ``coeff``. Levels are ``w / scale``, so
     ``(a, s) = sums / scale`` and the scale's gradient is ``-(d_a a + d_s s) / scale``."""
-    add, scale = np.add.reduce, per_neuron[2]  # ufunc reductions: ndarray.sum's Python wrapper costs as much
-    a_s = per_neuron[:2] / scale
-    over = np.maximum(add(budget.ends * a_s, axis=1) - budget.limits, 0.0)  # hi, -lo past their limits
-    if not np.maximum.reduce(over, axis=None) > 0:
+    a_s = sums / scale
+    over = np.einsum("kjn,jn->kn", budget.ends, a_s) - budget.limits  # hi, -lo past their limits
+    if not over.max() > 0:
         return None
     weight = (over > 0) * budget.coeff
-    d_as = add(budget.ends * weight[:, None], axis=0)  # d value / d(a, s)
-    d_scale = -add(d_as * a_s, axis=0, keepdims=True)
-    return float(add(over * weight, axis=None)), np.concatenate((d_as, d_scale)) / scale
+    d_as = np.einsum("kjn,kn->jn", budget.ends, weight)  # d value / d(a, s)
+    return float(np.vdot(np.maximum(over, 0.0), weight)), d_as / scale, np.einsum("jn,jn->n", d_as, a_s) / -scale
+
+
+def gradients(weights: list[Any], scales: list[Any], budget: Budget) -> tuple[float, np.ndarray] | None:
+    """The term on these weights and scales (those of the latest forward, one per guarded layer),
+    and its gradient to each weight and then each scale element, end to end (None: 0)."""
+    flat = np.concatenate([w.numpy(force=True) for w in weights], axis=None)
+    scale = np.concatenate([s.numpy(force=True) for s in scales], axis=None).astype(np.float64)[budget.scale_of]
+    found = excess(np.add.reduceat(np.stack((np.abs(flat), flat)), budget.starts, axis=1, dtype=np.float64),
+                   scale, budget)
+    if found is None:
+        return None
+    value, d_as, d_scale = found
+    d_w = np.repeat(d_as.astype(flat.dtype), budget.fan_in, axis=1)
+    d_w = np.multiply(d_w[0], np.sign(flat), out=d_w[0]) + d_w[1]
+    return value, np.concatenate((d_w, np.add.reduceat(d_scale, budget.groups)), dtype=flat.dtype)
 
 
 @cache
-def linear() -> Any:
-    """A term of known value and gradient (with respect to ``x``) as one autograd node."""
+def term() -> Any:
+    """A term of known value and gradient (to the weights and scales it was worked out on) as
+    one autograd node: its backward pass is one product and views."""
     import torch
 
-    class Linear(torch.autograd.Function):
+    class Term(torch.autograd.Function):
         @staticmethod
-        def forward(ctx: Any, x: Any, value: Any, gradient: Any) -> Any:
+        def forward(ctx: Any, value: Any, gradient: Any, sizes: list[int], *tensors: Any) -> Any:
             ctx.save_for_backward(gradient)
+            ctx.sizes, ctx.shapes = sizes, [t.shape for t in tensors]
             return value
 
         @staticmethod
-        def backward(ctx: Any, grad: Any) -> tuple[Any, None, None]:
+        def backward(ctx: Any, grad: Any) -> tuple[Any, ...]:
             (gradient,) = ctx.saved_tensors
-            return grad * gradient, None, None
+            parts = (gradient * grad).split(ctx.sizes)
+            return (None, None, None, *(p.view(shape) for p, shape in zip(parts, ctx.shapes)))
 
-    return Linear
+    return Term

@@ -242,13 +242,12 @@ class AccumulatorGuard:
         weights = [g.module.weight for g in self.layers]
         # the scales of this step's forward (captured by a hook: no second quantization)
         scales = [g.scale if g.scale is not None else g.module.quant_weight().scale for g in self.layers]
-        found = gradients(weights, scales, self.budget)
+        found = gradients(weights, scales, self.budget, strength)
         if found is None:  # everything fits: the term and its gradient are exactly 0
             return torch.zeros(())
         value, gradient = found
-        return term().apply(torch.tensor(strength * value, dtype=weights[0].dtype),
-                            torch.from_numpy(strength * gradient).to(weights[0].device), self.budget.sizes,
-                            *weights, *scales)
+        return term().apply(torch.tensor(value, dtype=weights[0].dtype), torch.from_numpy(gradient).to(weights[0].device),
+                            self.budget.sizes, *weights, *scales)
 
     def finalize(self) -> None:
         """Make the pruning permanent (``prune.remove``): plain weights with zeros, no hooks."""

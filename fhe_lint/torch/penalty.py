@@ -56,7 +56,8 @@ class Budget:
                    np.cumsum(fan) - fan, fan, owner, np.flatnonzero(np.diff(owner, prepend=-1)), sizes)
 
 
-def excess(sums: np.ndarray, scale: np.ndarray, budget: Budget) -> tuple[float, np.ndarray, np.ndarray] | None:
+def excess(sums: np.ndarray, scale: np.ndarray, budget: Budget, strength: float = 1.0
+           ) -> tuple[float, np.ndarray, np.ndarray] | None:
     """The term of :meth:`AccumulatorGuard.penalty` from each neuron's weights' L1 norm and sum
     (``sums``, ``(2, neurons)``) and its scale, and its gradient with respect to them (None: 0,
     with a 0 gradient).
@@ -64,24 +65,26 @@ def excess(sums: np.ndarray, scale: np.ndarray, budget: Budget) -> tuple[float, 
     With ``P``/``N`` the sums of a neuron's positive/negative |levels|, ``a = P + N`` and
     ``s = P - N``, the worst case is ``hi = x_hi P - x_lo N = (c a + e s) / 2`` and
     ``-lo = (c a - e s) / 2`` with ``c = x_hi - x_lo``, ``e = x_hi + x_lo``; each past its
-    limit adds its excess times the neuron's ``coeff``. Levels are ``w / scale``, so
+    limit adds its excess times the neuron's ``coeff`` and ``strength``. Levels are ``w / scale``, so
     ``(a, s) = sums / scale`` and the scale's gradient is ``-(d_a a + d_s s) / scale``."""
     a_s = sums / scale
     over = np.einsum("kjn,jn->kn", budget.ends, a_s) - budget.limits  # hi, -lo past their limits
     if not over.max() > 0:
         return None
     weight = (over > 0) * budget.coeff
+    weight *= strength
     d_as = np.einsum("kjn,kn->jn", budget.ends, weight)  # d value / d(a, s)
     return float(np.vdot(np.maximum(over, 0.0), weight)), d_as / scale, np.einsum("jn,jn->n", d_as, a_s) / -scale
 
 
-def gradients(weights: list[Any], scales: list[Any], budget: Budget) -> tuple[float, np.ndarray] | None:
-    """The term on these weights and scales (those of the latest forward, one per guarded layer),
-    and its gradient to each weight and then each scale element, end to end (None: 0)."""
+def gradients(weights: list[Any], scales: list[Any], budget: Budget, strength: float) -> tuple[float, np.ndarray] | None:
+    """The term, ``strength`` times :func:`excess`, on these weights and scales (those of the
+    latest forward, one per guarded layer), and its gradient to each weight and then each scale
+    element, end to end (None: 0)."""
     flat = np.concatenate([w.numpy(force=True) for w in weights], axis=None)
     scale = np.concatenate([s.numpy(force=True) for s in scales], axis=None).astype(np.float64)[budget.scale_of]
-    found = excess(np.add.reduceat(np.stack((np.abs(flat), flat)), budget.starts, axis=1, dtype=np.float64),
-                   scale, budget)
+    sums = np.array((np.add.reduceat(np.abs(flat), budget.starts), np.add.reduceat(flat, budget.starts)))
+    found = excess(sums, scale, budget, strength)
     if found is None:
         return None
     value, d_as, d_scale = found

@@ -2,11 +2,14 @@
 
 The term needs only each neuron's L1 norm and sum of weights and its scale. All guarded
 weights are read as one flat array, whose neurons are contiguous runs, so that one reduction
-gives every neuron's sums (``np.add.reduceat``); the term, its gradient to every weight and
+gives every neuron's sums (``np.add.reduceat``); the term and its gradient to every weight and
 scale are worked out here in numpy and join the graph as one node on the weights and scales
-(:func:`term`). On the digits networks a step costs 3-6 ms, mostly Brevitas's Python; each
-torch op costs µs of dispatch whatever its size, so recording the same sums per layer by
-autograd (a dozen ops per layer, forward and backward) cost the guard twice as much.
+(:func:`term`). Its cost is a count of calls, not of weights: right after a training step of
+the digits networks (3-6 ms, mostly Brevitas's Python) a numpy call costs about 3 µs and a
+torch call 10-15 µs whatever their size, their code evicted from the caches by the step. This
+way the term is some 30 numpy calls and one node, 0.2-0.3 ms; recording the sums with autograd
+instead (a dozen torch calls per layer, each with a backward) cost as much in the forward and
+30-50 µs more in the backward.
 """
 
 from __future__ import annotations
@@ -24,8 +27,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Budget:
     """What the penalty needs of every guarded neuron, end to end over the layers, so that it
-    works them all out in one pass of a few dozen vector ops (each costs µs cold, whatever its
-    size: a training step evicts numpy's code from the caches)."""
+    works them all out in one pass of a few dozen vector ops."""
 
     ends: np.ndarray  # (2, 2, neurons): (a, s) -> (hi, -lo) of the worst case, see excess()
     limits: np.ndarray  # (2, neurons): what hi and -lo may reach, the n_max window shrunk by the margin
@@ -81,8 +83,8 @@ def gradients(weights: list[Any], scales: list[Any], budget: Budget, strength: f
     """The term, ``strength`` times :func:`excess`, on these weights and scales (those of the
     latest forward, one per guarded layer), and its gradient to each weight and then each scale
     element, end to end (None: 0)."""
-    flat = np.concatenate([w.numpy(force=True) for w in weights], axis=None)
-    scale = np.concatenate([s.numpy(force=True) for s in scales], axis=None).astype(np.float64)[budget.scale_of]
+    flat = np.concatenate([_host(w) for w in weights], axis=None)
+    scale = np.concatenate([_host(s) for s in scales], axis=None).astype(np.float64)[budget.scale_of]
     sums = np.array((np.add.reduceat(np.abs(flat), budget.starts), np.add.reduceat(flat, budget.starts)))
     found = excess(sums, scale, budget, strength)
     if found is None:
@@ -91,6 +93,14 @@ def gradients(weights: list[Any], scales: list[Any], budget: Budget, strength: f
     d_w = np.repeat(d_as.astype(flat.dtype), budget.fan_in, axis=1)
     d_w = np.multiply(d_w[0], np.sign(flat), out=d_w[0]) + d_w[1]
     return value, np.concatenate((d_w, np.add.reduceat(d_scale, budget.groups)), dtype=flat.dtype)
+
+
+def _host(tensor: Any) -> np.ndarray:
+    """The tensor's values in numpy, at least in single precision (numpy has no bfloat16, and
+    half-precision sums of hundreds of weights would lose the bound's last bits)."""
+    if tensor.element_size() < 4:
+        tensor = tensor.detach().float()
+    return tensor.numpy(force=True)
 
 
 @cache

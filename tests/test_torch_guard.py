@@ -68,7 +68,7 @@ def net():
     return _mixed()
 
 
-def _cli_bits(model, example, n_max=12) -> list[tuple[int, ...]]:
+def _cli_bits(model, example, n_max=13) -> list[tuple[int, ...]]:
     from fhe_lint.settings import Settings
     from fhe_lint.torch import lint_module
 
@@ -81,7 +81,7 @@ def test_the_guards_bound_is_the_clis_on_the_export(net):
     from fhe_lint.torch import AccumulatorGuard
 
     example = torch.rand(1, 16)
-    guard = AccumulatorGuard(net, example, n_max=12)
+    guard = AccumulatorGuard(net, example, n_max=13)
     assert [g.name for g in guard.layers] == ["conv", "fc1", "fc2"]
     assert [g.x for g in guard.layers][1:] == [type(guard.layers[0].x)(0, 31), type(guard.layers[0].x)(-31, 31)]
     assert [tuple(int(b) for b in bits) for bits in guard.bits().values()] == _cli_bits(net, example)
@@ -93,20 +93,20 @@ def test_a_step_makes_every_neuron_fit_and_leaves_fitting_ones_alone():
     from fhe_lint.torch.guard import levels
 
     net, example = _mixed(), torch.rand(1, 16)
-    guard = AccumulatorGuard(net, example, n_max=12)
+    guard = AccumulatorGuard(net, example, n_max=13)
     before = {g.name: (g.module.weight.detach().clone(), bits.copy()) for g, bits in zip(guard.layers, guard.bits().values())}
-    assert any((bits > 12).any() for _, bits in before.values())
+    assert any((bits > 13).any() for _, bits in before.values())
     changed = guard.step()
     assert changed and all(c.projected or c.pruned for c in changed.values())
     for g, bits in zip(guard.layers, guard.bits().values()):
-        assert (bits <= 12).all(), g.name
+        assert (bits <= 13).all(), g.name
         weight, old_bits = before[g.name]
-        fitting = np.flatnonzero(old_bits <= 12)
+        fitting = np.flatnonzero(old_bits <= 13)
         after = (g.module.weight_orig * g.module.weight_mask) if hasattr(g.module, "weight_orig") else g.module.weight
         assert torch.equal(after.detach()[fitting], weight[fitting]), g.name  # untouched, bit for bit
         assert levels(g.module).shape[0] == len(old_bits)
     assert guard.step() == {}  # nothing left to do
-    assert max(max(b) for b in _cli_bits(net, example)) <= 12
+    assert max(max(b) for b in _cli_bits(net, example)) <= 13
 
 
 @pytest.mark.parametrize("x", [(0, 127), (-128, 127), (-63, 63), (-8, 0)])
@@ -146,7 +146,7 @@ def test_the_penalty_is_zero_when_everything_fits_and_pulls_overflowing_neurons_
     from fhe_lint.torch import AccumulatorGuard
 
     net, example = _mixed(), torch.rand(1, 16)
-    guard = AccumulatorGuard(net, example, n_max=12)
+    guard = AccumulatorGuard(net, example, n_max=13)
     net.train()
     net(torch.rand(8, 16))
     penalty = guard.penalty()
@@ -209,7 +209,7 @@ def test_the_penalty_gradient_is_autograds_on_the_plain_formula_through_brevitas
     from fhe_lint.torch import AccumulatorGuard
 
     net, example, x = _mixed(), torch.rand(1, 16), torch.rand(8, 16)
-    guard = AccumulatorGuard(net, example, n_max=12)
+    guard = AccumulatorGuard(net, example, n_max=13)
     net.train()
 
     def grads(term) -> dict[str, "torch.Tensor"]:
@@ -237,11 +237,23 @@ def test_the_penalty_gradient_is_autograds_on_the_plain_formula_through_brevitas
 
 
 @in_process
+def test_a_layer_no_pruning_can_fit_is_refused_before_training():
+    """fc2's 8-bit weights (full scale 127) on the narrow 6-bit input ([-31, 31]): one tap alone
+    spans [-3937, 3937], 13 signed bits. Pruning could fit 12 bits only by zeroing the layer
+    (each row's largest weight sets its scale), which a fix must refuse (DESIGN)."""
+    from fhe_lint.errors import FheLintError
+    from fhe_lint.torch import AccumulatorGuard
+
+    with pytest.raises(FheLintError, match=r"^fc2: .*needs 13 bits > n_max 12 \(FHE003\)"):
+        AccumulatorGuard(_mixed(), torch.rand(1, 16), n_max=12)
+
+
+@in_process
 def test_the_penalty_every_kth_call_weighs_k_times():
     from fhe_lint.torch import AccumulatorGuard
 
     net, example = _mixed(), torch.rand(1, 16)
-    each, third = (AccumulatorGuard(net, example, n_max=12, every=k) for k in (1, 3))
+    each, third = (AccumulatorGuard(net, example, n_max=13, every=k) for k in (1, 3))
     net.train()
     net(torch.rand(8, 16))
     assert third.penalty().item() == pytest.approx(3 * each.penalty().item(), rel=1e-6)
@@ -249,7 +261,7 @@ def test_the_penalty_every_kth_call_weighs_k_times():
     from fhe_lint.errors import FheLintError
 
     with pytest.raises(FheLintError, match="every=0"):
-        AccumulatorGuard(net, example, n_max=12, every=0)
+        AccumulatorGuard(net, example, n_max=13, every=0)
 
 
 @in_process
@@ -259,13 +271,13 @@ def test_finalize_leaves_a_plain_model_that_exports_and_lints_clean(tmp_path):
     from fhe_lint.torch import AccumulatorGuard
 
     net, example = _mixed(), torch.rand(1, 16)
-    guard = AccumulatorGuard(net, example, n_max=12)
+    guard = AccumulatorGuard(net, example, n_max=13)
     guard.step()
     guard.finalize()
     assert not any(hasattr(m, "weight_orig") or m._forward_pre_hooks for m in net.modules() if hasattr(m, "weight_quant"))
     net.eval()
     export_qonnx(net, example, export_path=str(tmp_path / "m.onnx"))
-    p = subprocess.run([sys.executable, "-m", "fhe_lint", str(tmp_path / "m.onnx"), "--n-max", "12", "--select",
+    p = subprocess.run([sys.executable, "-m", "fhe_lint", str(tmp_path / "m.onnx"), "--n-max", "13", "--select",
                         "FHE001", "--format", "json"], capture_output=True, text=True)
     assert p.returncode == 0 and json.loads(p.stdout)["files"][0]["diagnostics"] == []
 

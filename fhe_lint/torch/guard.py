@@ -146,8 +146,14 @@ class AccumulatorGuard:
             if la.bounds is None:
                 self.unguarded[name] = la.layer.unknown or "range unknown"
             else:
-                full_scale = 2 ** (la.layer.weight.bits - 1) - 1
-                self.layers.append(GuardedLayer(name, module, tap_range(la.layer), full_scale=full_scale,
+                full_scale, x = 2 ** (la.layer.weight.bits - 1) - 1, tap_range(la.layer)
+                lone = bounds.accumulator_interval(np.array([[full_scale], [-full_scale]]), x.lo, x.hi)
+                lone_bits = int(bounds.layer_bits(*lone)[0].max())
+                if lone_bits > n_max:  # its largest weight sits at full scale (the quantizer's scale is set by it)
+                    raise FheLintError(f"{name}: one full-scale weight ({full_scale}) on inputs in [{x.lo}, {x.hi}] "
+                                       f"alone needs {lone_bits} bits > n_max {n_max} (FHE003): no pruning keeps "
+                                       "it within the bound; lower its weight or input bit-width, or raise n_max")
+                self.layers.append(GuardedLayer(name, module, x, full_scale=full_scale,
                                                 channels=channels, pressure=np.ones(neurons)))
                 self._overflowing(self.layers[-1])
         self.budget = Budget.of(self.layers, margin)

@@ -192,7 +192,7 @@ def test_the_penalty_term_and_its_written_out_gradient_are_autograds(seed):
                             module=SimpleNamespace(weight=w), channels=len(scale))
     budget = dataclasses.replace(Budget.of([layer], margin=0.0), limits=limits.numpy().repeat(12, axis=1),
                                  coeff=coeff.numpy())
-    value, gradient = gradients([w], [scale], budget, strength=1.0)
+    value, gradient, _ = gradients([w], [scale], budget, strength=1.0)
     assert value == pytest.approx(plain.item(), rel=1e-9)
     assert gradient.shape == (w.numel() + scale.numel(),)
     np.testing.assert_allclose(gradient[: w.numel()].reshape(w.shape), expected_w.numpy(), rtol=1e-9, atol=1e-12)

@@ -26,7 +26,7 @@ from fhe_lint.fix.plan import prune_to_fit
 from fhe_lint.formats.quantizer import IntRange
 from fhe_lint.settings import Settings
 from fhe_lint.torch.export import analysed_export
-from fhe_lint.torch.penalty import Budget, gradients, term
+from fhe_lint.torch.penalty import Budget, gradients
 
 GUARDED = ("QuantLinear", "QuantConv1d", "QuantConv2d", "QuantConv3d")
 _ROUNDS = 8  # projections first, then pruning: a per-tensor scale can move when a neuron's largest weight does
@@ -235,7 +235,7 @@ class AccumulatorGuard:
         that one strength suits every bit-width; zero when everything fits.
 
         The term is worked out in numpy on two sums per neuron and the scale, for all layers at
-        once (:mod:`fhe_lint.torch.penalty`), and joins the graph as one autograd node.
+        once (:mod:`fhe_lint.torch.penalty`), and joins the graph as one dot product.
 
         With ``every=k`` it is worked out on every k-th call only, weighted k times (0
         between): on the digits MLPs ``every=2`` halves its cost and keeps the 7-bit models'
@@ -252,9 +252,9 @@ class AccumulatorGuard:
         found = gradients(weights, scales, self.budget, strength)
         if found is None:  # everything fits: the term and its gradient are exactly 0
             return torch.zeros(())
-        value, gradient = found
-        return term().apply(torch.tensor(value, dtype=weights[0].dtype), torch.from_numpy(gradient).to(weights[0].device),
-                            self.budget.sizes, *weights, *scales)
+        _, gradient, offset = found
+        inputs = torch.cat([t.reshape(-1) for t in (*weights, *scales)])
+        return torch.dot(inputs, torch.from_numpy(gradient).to(inputs)) + offset
 
     def finalize(self) -> None:
         """Make the pruning permanent (``prune.remove``): plain weights with zeros, no hooks."""

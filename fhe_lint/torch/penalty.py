@@ -3,19 +3,19 @@
 The term needs only each neuron's L1 norm and sum of weights and its scale. All guarded
 weights are read as one flat array, whose neurons are contiguous runs, so that one reduction
 gives every neuron's sums (``np.add.reduceat``); the term and its gradient to every weight and
-scale are worked out here in numpy and join the graph as one node on the weights and scales
-(:func:`term`). Its cost is a count of calls, not of weights: right after a training step of
-the digits networks (3-6 ms, mostly Brevitas's Python) a numpy call costs about 3 µs and a
-torch call 10-15 µs whatever their size, their code evicted from the caches by the step. This
-way the term is some 30 numpy calls and one node, 0.2-0.3 ms; recording the sums with autograd
-instead (a dozen torch calls per layer, each with a backward) cost as much in the forward and
-30-50 µs more in the backward.
+scale are worked out here in numpy, and join the graph as the dot product of that gradient
+with all weights and scales (plus a constant). Its cost is a count of calls, not of weights:
+right after a training step of the digits networks (3-6 ms, mostly Brevitas's Python) a numpy
+call costs about 3 µs and a torch call 10-15 µs whatever their size, their code evicted from
+the caches by the step. This way the term is some 30 numpy calls and four torch calls, 0.2-0.3
+ms, and its backward 0.05 ms; recording the sums with autograd instead (a dozen torch calls per
+layer, each with a backward) cost as much in the forward and twice that in the backward, and a
+custom autograd function with the gradient saved, 0.03 ms more in the backward (its Python).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -79,12 +79,16 @@ def excess(sums: np.ndarray, scale: np.ndarray, budget: Budget, strength: float 
     return float(np.vdot(np.maximum(over, 0.0), weight)), d_as / scale, np.einsum("jn,jn->n", d_as, a_s) / -scale
 
 
-def gradients(weights: list[Any], scales: list[Any], budget: Budget, strength: float) -> tuple[float, np.ndarray] | None:
+def gradients(weights: list[Any], scales: list[Any], budget: Budget, strength: float
+              ) -> tuple[float, np.ndarray, float] | None:
     """The term, ``strength`` times :func:`excess`, on these weights and scales (those of the
-    latest forward, one per guarded layer), and its gradient to each weight and then each scale
-    element, end to end (None: 0)."""
+    latest forward, one per guarded layer); its gradient to each weight and then each scale
+    element, end to end; and the term less that gradient's dot product with them, so that the
+    dot product, recorded by autograd, plus this constant is the term with this gradient
+    (None: 0)."""
     flat = np.concatenate([_host(w) for w in weights], axis=None)
-    scale = np.concatenate([_host(s) for s in scales], axis=None).astype(np.float64)[budget.scale_of]
+    elements = np.concatenate([_host(s) for s in scales], axis=None)
+    scale = elements.astype(np.float64)[budget.scale_of]
     sums = np.array((np.add.reduceat(np.abs(flat), budget.starts), np.add.reduceat(flat, budget.starts)))
     found = excess(sums, scale, budget, strength)
     if found is None:
@@ -92,7 +96,8 @@ def gradients(weights: list[Any], scales: list[Any], budget: Budget, strength: f
     value, d_as, d_scale = found
     d_w = np.repeat(d_as.astype(flat.dtype), budget.fan_in, axis=1)
     d_w = np.multiply(d_w[0], np.sign(flat), out=d_w[0]) + d_w[1]
-    return value, np.concatenate((d_w, np.add.reduceat(d_scale, budget.groups)), dtype=flat.dtype)
+    gradient = np.concatenate((d_w, np.add.reduceat(d_scale, budget.groups)), dtype=flat.dtype)
+    return value, gradient, value - float(np.dot(np.concatenate((flat, elements)), gradient))
 
 
 def _host(tensor: Any) -> np.ndarray:
@@ -101,25 +106,3 @@ def _host(tensor: Any) -> np.ndarray:
     if tensor.element_size() < 4:
         tensor = tensor.detach().float()
     return tensor.numpy(force=True)
-
-
-@cache
-def term() -> Any:
-    """A term of known value and gradient (to the weights and scales it was worked out on) as
-    one autograd node: its backward pass is one product and views."""
-    import torch
-
-    class Term(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx: Any, value: Any, gradient: Any, sizes: list[int], *tensors: Any) -> Any:
-            ctx.save_for_backward(gradient)
-            ctx.sizes, ctx.shapes = sizes, [t.shape for t in tensors]
-            return value
-
-        @staticmethod
-        def backward(ctx: Any, grad: Any) -> tuple[Any, ...]:
-            (gradient,) = ctx.saved_tensors
-            parts = (gradient * grad).split(ctx.sizes)
-            return (None, None, None, *(p.view(shape) for p, shape in zip(parts, ctx.shapes)))
-
-    return Term

@@ -289,3 +289,61 @@ def test_the_example_trains_within_the_bound():
     result = json.loads(p.stdout.strip().splitlines()[-1])
     assert p.returncode == 0 and result["fits"] and result["max_bits"] <= 16
     assert set(result) >= {"accuracy", "fits", "pruned", "seconds"}
+
+
+def _conv1d_batchnorm() -> "nn.Module":
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inp = qnn.QuantIdentity(bit_width=7, return_quant_tensor=True)
+            self.conv = qnn.QuantConv1d(1, 12, 5, weight_bit_width=7)
+            self.norm = nn.BatchNorm1d(12)
+            self.relu = qnn.QuantReLU(bit_width=7, return_quant_tensor=True)
+            self.fc = qnn.QuantLinear(12 * 60, 10, bias=True, weight_bit_width=7)
+
+        def forward(self, x: "torch.Tensor") -> "torch.Tensor":
+            h = self.relu(self.norm(self.conv(self.inp(x.reshape(-1, 1, 64)))))
+            return self.fc(h.reshape(h.shape[0], -1))
+
+    return Net()
+
+
+def _input_quantized_linear() -> "nn.Module":
+    """Input quantizers inside the layers (no QuantIdentity), per-channel 6-bit weights."""
+    from brevitas.quant import Int8ActPerTensorFloat, Int8WeightPerChannelFloat, Uint8ActPerTensorFloat
+
+    return nn.Sequential(
+        qnn.QuantLinear(64, 200, bias=True, weight_bit_width=6, weight_quant=Int8WeightPerChannelFloat,
+                        input_quant=Int8ActPerTensorFloat, input_bit_width=6),
+        nn.ReLU(),
+        qnn.QuantLinear(200, 10, bias=True, weight_bit_width=6, input_quant=Uint8ActPerTensorFloat, input_bit_width=8))
+
+
+@in_process
+@pytest.mark.parametrize("make", [_conv1d_batchnorm, _input_quantized_linear], ids=["conv1d-batchnorm", "input-quant"])
+def test_the_guard_trains_other_layer_kinds_within_the_bound(make):
+    """Layers the mixed net lacks (Conv1d, a BatchNorm between a layer and its activation,
+    input quantizers inside the layers, SGD): after each step() every neuron fits, the guard's
+    bits are the CLI's on the export, and the finalized export lints clean."""
+    from fhe_lint.torch import AccumulatorGuard
+
+    digits = np.load(HERE / "fixtures" / "brevitas" / "digits.npz")
+    x, y = torch.tensor(digits["x"][:512], dtype=torch.float32), torch.tensor(digits["y"][:512])
+    torch.manual_seed(0)
+    net = make()
+    guard = AccumulatorGuard(net, x[:1], n_max=14)
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    assert any((bits > 14).any() for bits in guard.bits().values())  # untrained, it overflows
+    net.train()
+    for _ in range(2):
+        for batch in torch.randperm(len(x)).split(64):
+            loss = nn.functional.cross_entropy(net(x[batch]), y[batch]) + guard.penalty()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        guard.step()
+        assert all((bits <= 14).all() for bits in guard.bits().values())
+    guard.finalize()
+    net.eval()
+    assert [tuple(int(b) for b in bits) for bits in guard.bits().values()] == _cli_bits(net, x[:1], n_max=14)
+    assert max(max(b) for b in _cli_bits(net, x[:1], n_max=14)) <= 14

@@ -7,8 +7,8 @@ scale are worked out here in numpy, and join the graph as the dot product of tha
 with all weights and scales (plus a constant). Its cost is a count of calls, not of weights:
 right after a training step of the digits networks (3-6 ms, mostly Brevitas's Python) a numpy
 call costs about 3 µs and a torch call 10-15 µs whatever their size, their code evicted from
-the caches by the step. This way the term is some 30 numpy calls and four torch calls, 0.2-0.3
-ms, and its backward 0.05 ms; recording the sums with autograd instead (a dozen torch calls per
+the caches by the step. This way the term is some 30 numpy calls and a dozen torch calls,
+0.2-0.3 ms, and its backward 0.05 ms; recording the sums with autograd instead (a dozen torch calls per
 layer, each with a backward) cost as much in the forward and twice that in the backward, and a
 custom autograd function with the gradient saved, 0.03 ms more in the backward (its Python).
 """
@@ -37,7 +37,6 @@ class Budget:
     fan_in: np.ndarray  # how many weights each neuron has
     scale_of: np.ndarray  # each neuron's scale element, in all layers' scales end to end
     groups: np.ndarray  # the first neuron of each scale element (all of a layer's, per tensor)
-    sizes: list[int]  # the numbers of weights of each layer, then of scale elements
 
     @classmethod
     def of(cls, layers: list[GuardedLayer], margin: float) -> Budget:
@@ -53,9 +52,8 @@ class Budget:
             first += g.channels
         edges = np.cumsum([0] + [len(g.pressure) for g in layers])
         fan, owner = np.concatenate(fan_in), np.concatenate(scale_of)
-        sizes = [int(fan[a:b].sum()) for a, b in zip(edges, edges[1:])] + [g.channels for g in layers]
         return cls(np.concatenate(ends, axis=2), np.concatenate(limits, axis=1), np.concatenate(coeff), edges,
-                   np.cumsum(fan) - fan, fan, owner, np.flatnonzero(np.diff(owner, prepend=-1)), sizes)
+                   np.cumsum(fan) - fan, fan, owner, np.flatnonzero(np.diff(owner, prepend=-1)))
 
 
 def excess(sums: np.ndarray, scale: np.ndarray, budget: Budget, strength: float = 1.0

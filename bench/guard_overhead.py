@@ -3,14 +3,14 @@
     python bench/guard_overhead.py [--epochs 100] [--batch 64]
 
 Whole trainings vary by +-15 % from run to run on a shared machine, more than the guard costs.
-Here the same network is trained twice side by side, with and without the guard
-(examples/train_digits.py's models, optimizer and batches of 64, or ``--batch``, of the 1,437
-training digits),
-one epoch of each in turn, the guarded ones calling ``penalty()`` at every step (the second
-with ``every=2``) and ``step()`` at the end of each epoch as the example does; the figure is
-the median over the epochs of a guarded epoch's time over the unguarded one's just before,
-which the machine's drift moves alike. Whole epochs, not single steps: pairing single steps of the two networks evicts each
-one's code and data from the caches between steps, which inflates small per-step costs.
+Here the same network is trained three times side by side (examples/train_digits.py's models,
+optimizer and batches of 64, or ``--batch``, of the 1,437 training digits), one epoch of each in
+turn: without the guard, with it (``penalty()`` at every step) and with ``every=2``, the guarded
+ones calling ``step()`` at the end of each epoch as the example does. The figure is the median
+over the epochs of a guarded epoch's time over the unguarded one's just before, which the
+machine's drift moves alike. Whole epochs, not single steps: pairing single steps of the
+networks evicts each one's code and data from the caches between steps, which inflates small
+per-step costs.
 Needs the torch extra.
 """
 
@@ -85,7 +85,8 @@ def main() -> None:
         runs = [(plain(), each(), second()) for _ in range(a.epochs)]
         without = statistics.median(p for p, _, _ in runs) / len(batches)
         ratio = [statistics.median(run[k] / run[0] for run in runs) for k in (1, 2)]
-        rows.append([name, f"{1e3 * without:.2f}", *(f"{1e3 * without * (r - 1):.2f} ({100 * (r - 1):.0f} %)" for r in ratio)])
+        shares = (f"{1e3 * without * (r - 1):.2f} ({100 * (r - 1):.0f} %)" for r in ratio)
+        rows.append([name, f"{1e3 * without:.2f}", *shares])
     print(tabulate(rows, headers=["model", "ms per batch", "+ guard", "+ guard, every=2"]))
 
 

@@ -8,9 +8,10 @@ with all weights and scales (plus a constant). Its cost is a count of calls, not
 right after a training step of the digits networks (3-6 ms, mostly Brevitas's Python) a numpy
 call costs about 3 µs and a torch call 10-15 µs whatever their size, their code evicted from
 the caches by the step. This way the term is some 30 numpy calls and a dozen torch calls,
-0.2-0.3 ms, and its backward 0.05 ms; recording the sums with autograd instead (a dozen torch calls per
-layer, each with a backward) cost as much in the forward and twice that in the backward, and a
-custom autograd function with the gradient saved, 0.03 ms more in the backward (its Python).
+0.2-0.3 ms, and its backward 0.05 ms; recording the sums with autograd instead (a dozen torch
+calls per layer, each with a backward) cost as much in the forward and twice that in the
+backward, and a custom autograd function with the gradient saved, 0.03 ms more in the backward
+(its Python).
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ class Budget:
     ends: np.ndarray  # (2, 2, neurons): (a, s) -> (hi, -lo) of the worst case, see excess()
     limits: np.ndarray  # (2, neurons): what hi and -lo may reach, the n_max window shrunk by the margin
     coeff: np.ndarray  # what a unit of excess costs: the neuron's pressure over one full-scale tap
-    edges: np.ndarray  # where each layer's neurons start, and where the last one's end
     starts: np.ndarray  # where each neuron's weights start in all guarded weights read end to end
     fan_in: np.ndarray  # how many weights each neuron has
     scale_of: np.ndarray  # each neuron's scale element, in all layers' scales end to end
@@ -50,9 +50,8 @@ class Budget:
             fan_in.append(np.full(n, g.module.weight[0].numel()))
             scale_of.append(first + np.arange(n) * g.channels // n)
             first += g.channels
-        edges = np.cumsum([0] + [len(g.pressure) for g in layers])
         fan, owner = np.concatenate(fan_in), np.concatenate(scale_of)
-        return cls(np.concatenate(ends, axis=2), np.concatenate(limits, axis=1), np.concatenate(coeff), edges,
+        return cls(np.concatenate(ends, axis=2), np.concatenate(limits, axis=1), np.concatenate(coeff),
                    np.cumsum(fan) - fan, fan, owner, np.flatnonzero(np.diff(owner, prepend=-1)))
 
 
@@ -95,7 +94,8 @@ def gradients(weights: list[Any], scales: list[Any], budget: Budget, strength: f
     d_w = np.repeat(d_as.astype(flat.dtype), budget.fan_in, axis=1)
     d_w = np.multiply(d_w[0], np.sign(flat), out=d_w[0]) + d_w[1]
     gradient = np.concatenate((d_w, np.add.reduceat(d_scale, budget.groups)), dtype=flat.dtype)
-    return value, gradient, value - float(np.dot(np.concatenate((flat, elements)), gradient))
+    dot = np.dot(flat, gradient[: flat.size]) + np.dot(elements, gradient[flat.size:])
+    return value, gradient, value - float(dot)
 
 
 def _host(tensor: Any) -> np.ndarray:

@@ -66,7 +66,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--guard", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--strength", type=float, default=0.0005, help="weight of the guard's penalty in the loss")
-    p.add_argument("--every", type=int, default=1, help="work the penalty out on every k-th step only (weighted k)")
+    p.add_argument("--every", type=int, default=2, help="work the penalty's gradient out on every k-th step, reuse it between")
     p.add_argument("--n-max", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="write the QONNX export here")

@@ -192,13 +192,18 @@ def test_the_penalty_term_and_its_written_out_gradient_are_autograds(seed):
                             module=SimpleNamespace(weight=w), channels=len(scale))
     budget = dataclasses.replace(Budget.of([layer], margin=0.0), limits=limits.numpy().repeat(12, axis=1),
                                  coeff=coeff.numpy())
-    value, gradient, _ = gradients([w], [scale], budget, strength=1.0)
-    assert value == pytest.approx(plain.item(), rel=1e-9)
-    assert gradient.shape == (w.numel() + scale.numel(),)
+    gradient = gradients(w.detach().numpy().ravel(), scale.detach().numpy(), budget, strength=1.0)
+    assert gradient.shape == (w.numel() + scale.numel() + 1,)
+    assert gradient[-1] == pytest.approx(plain.item(), rel=1e-9)  # the term, the coefficient of a 1
     np.testing.assert_allclose(gradient[: w.numel()].reshape(w.shape), expected_w.numpy(), rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(gradient[w.numel():], expected_scale.numpy(), rtol=1e-9)
+    np.testing.assert_allclose(gradient[w.numel():-1], expected_scale.numpy(), rtol=1e-9)
+    # scale invariance: the gradient's dot product with the weights and scales is 0 (Euler), so
+    # the dot product with (weights, scales, 1) is the term
+    inputs = np.concatenate((w.detach().numpy().ravel(), scale.detach().numpy(), [1.0]))
+    assert np.dot(inputs, gradient) == pytest.approx(plain.item(), rel=1e-9)
     assert (expected_w != 0).any() and (expected_w == 0).any()  # some neurons past their limits, some not
-    assert gradients([w], [scale], dataclasses.replace(budget, limits=budget.limits + 1e9), 1.0) is None
+    assert gradients(w.detach().numpy().ravel(), scale.detach().numpy(),
+                     dataclasses.replace(budget, limits=budget.limits + 1e9), 1.0) is None
 
 
 @in_process
@@ -249,15 +254,44 @@ def test_a_layer_no_pruning_can_fit_is_refused_before_training():
 
 
 @in_process
-def test_the_penalty_every_kth_call_weighs_k_times():
+def test_the_penalty_every_kth_call_reuses_its_gradient_between():
+    """With every=3 the gradient worked out at a call serves the next two: the term is then its
+    linearization there (value + gradient . change of weights and scales), not worked out anew;
+    the third call after, and the first after step(), work it out again."""
     from fhe_lint.torch import AccumulatorGuard
+    from fhe_lint.torch.penalty import gradients, host
 
     net, example = _mixed(), torch.rand(1, 16)
     each, third = (AccumulatorGuard(net, example, n_max=13, every=k) for k in (1, 3))
     net.train()
-    net(torch.rand(8, 16))
-    assert third.penalty().item() == pytest.approx(3 * each.penalty().item(), rel=1e-6)
-    assert third.penalty().item() == third.penalty().item() == 0.0 and third.penalty().item() > 0
+    batch = torch.rand(8, 16)
+    net(batch)
+    first = third.penalty()
+    assert first.item() == pytest.approx(each.penalty().item(), rel=1e-6) and first.item() > 0
+
+    def now() -> tuple[np.ndarray, np.ndarray]:  # all weights and all scale elements, end to end
+        return (np.concatenate([host(g.module.weight) for g in third.layers], axis=None),
+                np.concatenate([host(g.scale) for g in third.layers], axis=None))
+
+    then, slope = now(), gradients(*now(), third.budget, 0.0005)
+    with torch.no_grad():
+        for g in third.layers:
+            g.module.weight.mul_(1.1)  # the largest weights move the per-tensor and per-channel scales
+            g.module.weight[0].mul_(1.3)
+    net(batch)
+    change = np.concatenate([b - a for a, b in zip(then, now())] + [np.zeros(1)])
+    linear, fresh = first.item() + float(np.dot(change, slope)), each.penalty().item()
+    assert third.penalty().item() == pytest.approx(linear, rel=1e-5)
+    assert abs(linear - fresh) > 1e-3 * fresh
+    assert third.penalty().item() == pytest.approx(linear, rel=1e-5)
+    assert third.penalty().item() == pytest.approx(fresh, rel=1e-6)  # the 4th call: worked out anew
+    third.penalty()  # the 5th: reused
+    third.step()  # projects the weights, doubles the pressure of neurons that overflowed
+    with torch.no_grad():
+        net.fc1.weight[2:6] = net.fc1.weight.abs().max()  # four more neurons overflow
+    net(batch)
+    anew = gradients(*now(), third.budget, 0.0005)[-1]
+    assert third.penalty().item() == pytest.approx(anew, rel=1e-5) and anew > 0  # the first after step(): anew
     from fhe_lint.errors import FheLintError
 
     with pytest.raises(FheLintError, match="every=0"):

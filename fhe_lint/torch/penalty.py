@@ -58,47 +58,47 @@ class Budget:
 def excess(sums: np.ndarray, scale: np.ndarray, budget: Budget, strength: float = 1.0
            ) -> tuple[float, np.ndarray, np.ndarray] | None:
     """The term of :meth:`AccumulatorGuard.penalty` from each neuron's weights' L1 norm and sum
-    (``sums``, ``(2, neurons)``) and its scale, and its gradient with respect to them (None: 0,
-    with a 0 gradient).
+    (``sums``, ``(2, neurons)``) and its scale, and its gradient with respect to the sums and to
+    the scale (None: 0, with a 0 gradient).
 
     With ``P``/``N`` the sums of a neuron's positive/negative |levels|, ``a = P + N`` and
     ``s = P - N``, the worst case is ``hi = x_hi P - x_lo N = (c a + e s) / 2`` and
     ``-lo = (c a - e s) / 2`` with ``c = x_hi - x_lo``, ``e = x_hi + x_lo``; each past its
-    limit adds its excess times the neuron's ``coeff`` and ``strength``. Levels are ``w / scale``, so
-    ``(a, s) = sums / scale`` and the scale's gradient is ``-(d_a a + d_s s) / scale``."""
+    limit adds its excess times the neuron's ``coeff`` and ``strength``. Levels are ``w / scale``,
+    so ``(a, s) = sums / scale``, the sums' gradient is ``d(a, s) / scale`` and the scale's
+    ``-(d_a a + d_s s) / scale``."""
     a_s = sums / scale
-    over = np.einsum("kjn,jn->kn", budget.ends, a_s) - budget.limits  # hi, -lo past their limits
+    over = (budget.ends * a_s).sum(axis=1) - budget.limits  # hi, -lo past their limits
     if not over.max() > 0:
         return None
-    weight = (over > 0) * budget.coeff
-    weight *= strength
-    d_as = np.einsum("kjn,kn->jn", budget.ends, weight)  # d value / d(a, s)
-    return float(np.vdot(np.maximum(over, 0.0), weight)), d_as / scale, np.einsum("jn,jn->n", d_as, a_s) / -scale
+    weight = (over > 0) * (strength * budget.coeff)
+    d_sums = (budget.ends * weight[:, None]).sum(axis=0) / scale
+    return float(np.vdot(over, weight)), d_sums, -(d_sums * a_s).sum(axis=0)
 
 
-def gradients(weights: list[Any], scales: list[Any], budget: Budget, strength: float
-              ) -> tuple[float, np.ndarray, float] | None:
-    """The term, ``strength`` times :func:`excess`, on these weights and scales (those of the
-    latest forward, one per guarded layer); its gradient to each weight and then each scale
-    element, end to end; and the term less that gradient's dot product with them, so that the
-    dot product, recorded by autograd, plus this constant is the term with this gradient
-    (None: 0)."""
-    flat = np.concatenate([_host(w) for w in weights], axis=None)
-    elements = np.concatenate([_host(s) for s in scales], axis=None)
+def gradients(weights: np.ndarray, elements: np.ndarray, budget: Budget, strength: float
+              ) -> np.ndarray | None:
+    """The gradient of the term, ``strength`` times :func:`excess`, to each of all guarded
+    weights (``weights``, end to end) and scale elements (``elements``, likewise), then the term
+    itself (None: the term is 0, and so is its gradient).
+
+    The term depends on the weights only through the levels ``w / scale``, so scaling weights
+    and scales alike leaves it unchanged and (Euler) its gradient's dot product with them is 0:
+    the dot product of this vector with the weights, the scales and a 1 is the term, with this
+    gradient, which is how it joins the graph."""
     scale = elements.astype(np.float64)[budget.scale_of]
-    sums = np.array((np.add.reduceat(np.abs(flat), budget.starts), np.add.reduceat(flat, budget.starts)))
+    sums = np.add.reduceat(np.stack((np.abs(weights), weights)), budget.starts, axis=1)
     found = excess(sums, scale, budget, strength)
     if found is None:
         return None
-    value, d_as, d_scale = found
-    d_w = np.repeat(d_as.astype(flat.dtype), budget.fan_in, axis=1)
-    d_w = np.multiply(d_w[0], np.sign(flat), out=d_w[0]) + d_w[1]
-    gradient = np.concatenate((d_w, np.add.reduceat(d_scale, budget.groups)), dtype=flat.dtype)
-    dot = np.dot(flat, gradient[: flat.size]) + np.dot(elements, gradient[flat.size:])
-    return value, gradient, value - float(dot)
+    value, d_sums, d_scale = found
+    d_w = np.repeat(d_sums.astype(weights.dtype), budget.fan_in, axis=1)
+    d_w[0] *= np.sign(weights)
+    d_w[0] += d_w[1]
+    return np.concatenate((d_w[0], np.add.reduceat(d_scale, budget.groups), [value]), dtype=weights.dtype)
 
 
-def _host(tensor: Any) -> np.ndarray:
+def host(tensor: Any) -> np.ndarray:
     """The tensor's values in numpy, at least in single precision (numpy has no bfloat16, and
     half-precision sums of hundreds of weights would lose the bound's last bits)."""
     if tensor.element_size() < 4:

@@ -210,25 +210,24 @@ class AccumulatorGuard:
 
     def _project(self, g: GuardedLayer, rows: np.ndarray, margin: float) -> None:
         """Soft-threshold the weights of neurons ``rows`` just enough for their worst case on the
-        real-valued levels to fit the window shrunk by ``margin``."""
+        real-valued levels to fit the window shrunk by ``margin`` (in numpy: a dozen torch calls
+        fewer, a third of the time)."""
         torch = _torch()
         with torch.no_grad():
-            w = _weight(g.module)
+            target = g.module.weight_orig if hasattr(g.module, "weight_orig") else g.module.weight
+            index, flat = torch.as_tensor(rows), (len(rows), -1)
+            stored = host(target[index]).reshape(flat).astype(np.float64)
+            seen = stored * host(g.module.weight_mask[index]).reshape(flat) if target is not g.module.weight else stored
             # the last training forward's scale: one optimizer step old at most, and the rounds
             # check the exact levels after each projection (a quantization is a good part of a step)
-            scale = g.scale.detach() if g.scale is not None else g.module.quant_weight().scale
-            level = (w / scale).reshape(w.shape[0], -1)[rows].cpu().numpy().astype(np.float64)
+            scale = host(g.scale if g.scale is not None else g.module.quant_weight().scale).astype(np.float64)
+            scale = scale.reshape(-1)[rows, None] if scale.size > 1 else scale.reshape(1, 1)
             low, high = g.window
-            tau = shrinkage(level, g.x, (1 - margin) * low, (1 - margin) * high)
-            step = torch.as_tensor(tau, dtype=w.dtype).reshape(-1, *[1] * (w.dim() - 1))
-            step = step * (scale if scale.dim() == 0 else scale.reshape(-1, *[1] * (w.dim() - 1))[rows])
-            target = g.module.weight_orig if hasattr(g.module, "weight_orig") else g.module.weight
-            index = torch.as_tensor(rows)
-            chosen = w[index].reshape(len(rows), -1)  # as the quantizer sees it (masks applied)
-            top = torch.zeros_like(chosen, dtype=torch.bool)
-            top[torch.arange(len(rows)), chosen.abs().argmax(dim=1)] = True
-            shrunk = torch.sign(target[index]) * torch.relu(target[index].abs() - step)
-            target[index] = torch.where(top.reshape(shrunk.shape), target[index], shrunk)
+            tau = shrinkage(seen / scale, g.x, (1 - margin) * low, (1 - margin) * high)
+            shrunk = np.sign(stored) * np.maximum(np.abs(stored) - tau[:, None] * scale, 0.0)
+            top = (np.arange(len(rows)), np.abs(seen).argmax(axis=1))  # as the quantizer sees them: kept
+            shrunk[top] = stored[top]
+            target[index] = torch.from_numpy(shrunk.reshape(len(rows), *target.shape[1:])).to(target)
 
     def penalty(self, strength: float = 0.0005) -> Any:
         """A differentiable loss term: per neuron, how far its worst case on the real-valued

@@ -204,9 +204,8 @@ class AccumulatorGuard:
     def _overflowing(self, g: GuardedLayer) -> np.ndarray:
         """The neurons past ``n_max``; also renews the layer's window (its type may turn signed)."""
         lo, hi = bounds.accumulator_interval(levels(g.module), g.x.lo, g.x.hi)
-        bits, signed = bounds.layer_bits(lo, hi)
-        g.window = bounds.window(self.n_max, signed)
-        return np.flatnonzero(bits > self.n_max)
+        g.window = low, high = bounds.window(self.n_max, bool((lo < 0).any()))  # as layer_bits types it
+        return np.flatnonzero((lo < low) | (hi > high))
 
     def _project(self, g: GuardedLayer, rows: np.ndarray, margin: float) -> None:
         """Soft-threshold the weights of neurons ``rows`` just enough for their worst case on the

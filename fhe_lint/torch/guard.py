@@ -237,8 +237,10 @@ class AccumulatorGuard:
         The term's gradient is worked out in numpy on two sums per neuron and the scale, for all
         layers at once (:mod:`fhe_lint.torch.penalty`), and joins the graph as one dot product
         with the weights and scales. With ``every=k`` that gradient is worked out on every k-th
-        call (and on the first after :meth:`step`) and reused in between: the term is then its
-        linearization at that call, a step or two old."""
+        call (and on the first after :meth:`step`) and reused, with its strength, in between:
+        the term is then its linearization at that call, a step old. On the digits networks
+        ``every=2`` keeps every call's accuracy over three seeds and cuts the term's cost by
+        two-fifths; ``every=3`` cost the 8-bit MLP 0.7 pt (README, "During training")."""
         torch = _torch()
         weights = [g.module.weight for g in self.layers]
         # the scales of this step's forward (captured by a hook: no second quantization)

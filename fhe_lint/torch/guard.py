@@ -204,8 +204,9 @@ class AccumulatorGuard:
     def _overflowing(self, g: GuardedLayer) -> np.ndarray:
         """The neurons past ``n_max``; also renews the layer's window (its type may turn signed)."""
         lo, hi = bounds.accumulator_interval(levels(g.module), g.x.lo, g.x.hi)
-        g.window = low, high = bounds.window(self.n_max, bool((lo < 0).any()))  # as layer_bits types it
-        return np.flatnonzero((lo < low) | (hi > high))
+        bits, signed = bounds.layer_bits(lo, hi)
+        g.window = bounds.window(self.n_max, signed)
+        return np.flatnonzero(bits > self.n_max)
 
     def _project(self, g: GuardedLayer, rows: np.ndarray, margin: float) -> None:
         """Soft-threshold the weights of neurons ``rows`` just enough for their worst case on the
@@ -216,7 +217,7 @@ class AccumulatorGuard:
             target = g.module.weight_orig if hasattr(g.module, "weight_orig") else g.module.weight
             index, flat = torch.as_tensor(rows), (len(rows), -1)
             stored = host(target[index]).reshape(flat).astype(np.float64)
-            seen = stored * host(g.module.weight_mask[index]).reshape(flat) if target is not g.module.weight else stored
+            seen = host(_weight(g.module)[index]).reshape(flat).astype(np.float64)  # as the quantizer sees them
             # the last training forward's scale: one optimizer step old at most, and the rounds
             # check the exact levels after each projection (a quantization is a good part of a step)
             scale = host(g.scale if g.scale is not None else g.module.quant_weight().scale).astype(np.float64)
@@ -224,7 +225,7 @@ class AccumulatorGuard:
             low, high = g.window
             tau = shrinkage(seen / scale, g.x, (1 - margin) * low, (1 - margin) * high)
             shrunk = np.sign(stored) * np.maximum(np.abs(stored) - tau[:, None] * scale, 0.0)
-            top = (np.arange(len(rows)), np.abs(seen).argmax(axis=1))  # as the quantizer sees them: kept
+            top = (np.arange(len(rows)), np.abs(seen).argmax(axis=1))  # each row's largest: kept
             shrunk[top] = stored[top]
             target[index] = torch.from_numpy(shrunk.reshape(len(rows), *target.shape[1:])).to(target)
 

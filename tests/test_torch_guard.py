@@ -109,6 +109,25 @@ def test_a_step_makes_every_neuron_fit_and_leaves_fitting_ones_alone():
     assert max(max(b) for b in _cli_bits(net, example)) <= 13
 
 
+@in_process
+def test_a_neuron_that_overflowed_weighs_double_in_the_penalty_and_fades_back_while_it_fits():
+    from fhe_lint.torch import AccumulatorGuard
+    from fhe_lint.torch.guard import _FADE
+
+    net, example = _mixed(), torch.rand(1, 16)
+    guard = AccumulatorGuard(net, example, n_max=13)
+    over = {name: bits > 13 for name, bits in guard.bits().items()}
+    every = np.concatenate(list(over.values()))
+    assert every.any() and (~every).any()  # some neurons overflow, some fit
+    guard.step()
+    for g in guard.layers:
+        np.testing.assert_array_equal(g.pressure, np.where(over[g.name], 2.0, 1.0))
+    guard.step()  # everything fits now: 2 fades towards 1, 1 stays
+    for g in guard.layers:
+        np.testing.assert_array_equal(g.pressure, np.where(over[g.name], 2.0 * _FADE, 1.0))
+    assert 1.0 < 2.0 * _FADE < 2.0
+
+
 @pytest.mark.parametrize("x", [(0, 127), (-128, 127), (-63, 63), (-8, 0)])
 def test_the_projection_threshold_is_the_smallest_that_fits(x):
     """step()'s soft threshold, solved on the sorted magnitudes, against the worst case worked
@@ -209,7 +228,8 @@ def test_the_penalty_term_and_its_written_out_gradient_are_autograds(seed):
 @in_process
 def test_the_penalty_gradient_is_autograds_on_the_plain_formula_through_brevitass_scale():
     """On a real network the penalty node gives every parameter the gradient autograd gives for
-    the plain formula on ``w / scale``, the scale being Brevitas's own (per tensor: it moves
+    the plain formula on the forward's integer levels (quantized weight over scale, through
+    Brevitas's straight-through rounding), the scale being Brevitas's own (per tensor: it moves
     with the largest weight; per channel: with each row's)."""
     from fhe_lint.torch import AccumulatorGuard
 
@@ -227,7 +247,8 @@ def test_the_penalty_gradient_is_autograds_on_the_plain_formula_through_brevitas
         total = torch.zeros((), dtype=torch.float64)
         b, edges = guard.budget, np.cumsum([0] + [len(g.pressure) for g in guard.layers])
         for g, start, end in zip(guard.layers, edges, edges[1:]):
-            level = (g.module.weight / g.scale).reshape(g.module.weight.shape[0], -1).double()
+            level = (g.value / g.scale).reshape(g.value.shape[0], -1).double()
+            torch.testing.assert_close(level, level.round(), rtol=0, atol=1e-4)  # integers, as exported
             a_s = torch.stack((level.abs().sum(dim=1), level.sum(dim=1)))
             hi_lo = (torch.from_numpy(b.ends[:, :, start:end]) * a_s).sum(dim=1)
             over = torch.relu(hi_lo - torch.from_numpy(b.limits[:, start:end]))
@@ -269,8 +290,8 @@ def test_the_penalty_every_kth_call_reuses_its_gradient_between():
     first = third.penalty()
     assert first.item() == pytest.approx(each.penalty().item(), rel=1e-6) and first.item() > 0
 
-    def now() -> tuple[np.ndarray, np.ndarray]:  # all weights and all scale elements, end to end
-        return (np.concatenate([host(g.module.weight) for g in third.layers], axis=None),
+    def now() -> tuple[np.ndarray, np.ndarray]:  # all quantized weights and scale elements, end to end
+        return (np.concatenate([host(g.value) for g in third.layers], axis=None),
                 np.concatenate([host(g.scale) for g in third.layers], axis=None))
 
     then, slope = now(), gradients(*now(), third.budget, 0.0005)

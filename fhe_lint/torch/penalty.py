@@ -1,6 +1,7 @@
 """The training guard's penalty term, on two sums per neuron.
 
-The term needs only each neuron's L1 norm and sum of weights and its scale. All guarded
+The term needs only each neuron's L1 norm and sum of weights and its scale (the weights are the
+quantized ones of the step's forward, so ``w / scale`` are the integer levels). All guarded
 weights are read as one flat array, whose neurons are contiguous runs, so that one reduction
 gives every neuron's sums (``np.add.reduceat``); the term's gradient to every weight and scale
 is worked out here in numpy and joins the graph as its dot product with all weights and scales

@@ -9,9 +9,9 @@ turn: without the guard, with it (``every=2``, the default) and with ``every=1``
 ones calling ``step()`` at the end of each epoch as the example does. The figure is the median
 over the rounds of a guarded epoch's time over the unguarded one's in the same round, which the
 machine's drift moves alike. The order within a round is shuffled (seeded): in a fixed order
-the one run second was 1.8 % slower than the same training run first. Whole epochs, not single steps: pairing single steps of the
-networks evicts each one's code and data from the caches between steps, which inflates small
-per-step costs.
+the one run second was 1.8 % slower than the same training run first. Whole epochs, not single
+steps: pairing single steps of the networks evicts each one's code and data from the caches
+between steps, which inflates small per-step costs.
 Needs the torch extra.
 """
 

@@ -101,6 +101,14 @@ class GuardedLayer:
 
         self.module.weight_quant.register_forward_hook(keep)
 
+    def quantized(self) -> tuple[Any, Any]:
+        """The quantized weight and its scale: the latest training forward's (no second
+        quantization), or, before any, quantized now."""
+        if self.scale is not None:
+            return self.value, self.scale
+        q = self.module.quant_weight()
+        return q.value, q.scale
+
 
 def _torch() -> Any:
     import torch
@@ -227,7 +235,7 @@ class AccumulatorGuard:
             seen = host(_weight(g.module)[index]).reshape(flat).astype(np.float64)  # as the quantizer sees them
             # the last training forward's scale: one optimizer step old at most, and the rounds
             # check the exact levels after each projection (a quantization is a good part of a step)
-            scale = host(g.scale if g.scale is not None else g.module.quant_weight().scale).astype(np.float64)
+            scale = host(g.quantized()[1]).astype(np.float64)
             scale = scale.reshape(-1)[rows, None] if scale.size > 1 else scale.reshape(1, 1)
             low, high = g.window
             tau = shrinkage(seen / scale, g.x, (1 - margin) * low, (1 - margin) * high)
@@ -260,7 +268,7 @@ class AccumulatorGuard:
         self._calls += 1
         if not full and self._gradient is None:  # everything fits: the term and its gradient are exactly 0
             return torch.zeros(())
-        quantized = [(g.value, g.scale) if g.scale is not None else _quantized(g.module) for g in self.layers]
+        quantized = [g.quantized() for g in self.layers]
         like = quantized[0][0]
         if self._one is None or self._one.dtype != like.dtype or self._one.device != like.device:
             self._one = torch.ones(1, dtype=like.dtype, device=like.device)
@@ -269,9 +277,10 @@ class AccumulatorGuard:
         if full:
             flat, elements = host(inputs), len(self.budget.groups)
             gradient = gradients(flat[:-1 - elements], flat[-1 - elements:-1], self.budget, strength)
-            self._gradient = None if gradient is None else torch.from_numpy(gradient).to(self._one)
             if gradient is None:
+                self._gradient = None
                 return torch.zeros(())
+            self._gradient = torch.from_numpy(gradient).to(self._one)
         return torch.dot(inputs, self._gradient)
 
     def finalize(self) -> None:
@@ -281,12 +290,6 @@ class AccumulatorGuard:
         for g in self.layers:
             if hasattr(g.module, "weight_orig"):
                 prune.remove(g.module, "weight")
-
-
-def _quantized(module: Any) -> tuple[Any, Any]:
-    """The quantized weight and its scale now (no training forward has given them yet)."""
-    q = module.quant_weight()
-    return q.value, q.scale
 
 
 def _mask_out(module: Any, taps: np.ndarray) -> None:

@@ -274,6 +274,70 @@ def test_a_layer_no_pruning_can_fit_is_refused_before_training():
         AccumulatorGuard(_mixed(), torch.rand(1, 16), n_max=12)
 
 
+
+def _exported_levels(model: "nn.Module", example: "torch.Tensor", path: Path) -> np.ndarray:
+    """The first weight's integers as the QONNX file holds them, read here with onnx alone:
+    ``rint(w / scale + zp)`` clipped to the quantizer's narrow signed grid, minus ``zp``."""
+    import onnx
+    from onnx import numpy_helper
+
+    from fhe_lint.torch.export import export
+
+    export(model, example, path)
+    graph = onnx.load(str(path)).graph
+    init = {i.name: numpy_helper.to_array(i).astype(np.float64) for i in graph.initializer}
+    consts = {n.output[0]: numpy_helper.to_array(n.attribute[0].t).astype(np.float64)
+              for n in graph.node if n.op_type == "Constant"}
+    quant = next(n for n in graph.node if n.op_type == "Quant" and n.input[0] in init)
+    w, scale, zp, bits = (init.get(name, consts.get(name)) for name in quant.input)
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in quant.attribute}
+    assert attrs["signed"] == 1 and attrs["narrow"] == 1 and attrs["rounding_mode"] == b"ROUND"
+    top = 2 ** (int(bits) - 1) - 1
+    return (np.clip(np.rint(w / scale + zp), -top, top) - zp).astype(np.int64)
+
+
+@in_process
+def test_a_layer_brevitas_exports_other_than_it_trains_is_refused(tmp_path):
+    """Brevitas's accumulator-aware (A2Q) weight quantizer normalizes each neuron's weights before
+    quantizing; its QONNX export holds the raw weights with the scale alone, so the integers
+    Concrete ML compiles are not the trained ones, and a bound on either says nothing of the
+    other. The guard refuses the layer rather than guard a model nobody runs."""
+    from brevitas.quant import Int8AccumulatorAwareWeightQuant
+
+    from fhe_lint.errors import FheLintError
+    from fhe_lint.torch import AccumulatorGuard
+
+    torch.manual_seed(0)
+    net = nn.Sequential(qnn.QuantIdentity(bit_width=7, return_quant_tensor=True),
+                        qnn.QuantLinear(64, 32, bias=True, weight_bit_width=7, weight_accumulator_bit_width=16,
+                                        weight_quant=Int8AccumulatorAwareWeightQuant))
+    example = torch.rand(1, 64)
+    net.eval()
+    exported = _exported_levels(net, example, tmp_path / "a2q.onnx")
+    trained = net[1].quant_weight().int().numpy()  # for the input bit-width the export's pass cached
+    if np.array_equal(exported, trained):
+        pytest.skip("this Brevitas exports A2Q's weights as it trains them")
+    with pytest.raises(FheLintError, match=r"^1: Brevitas exports other integer weights than it trains with"):
+        AccumulatorGuard(net, example)
+
+
+def test_a_float32_tie_is_tolerated_a_systematic_difference_is_not():
+    """Brevitas's float32 quotient and the reader's float64 one round a near-half weight apart:
+    one level on about one weight in a million (measured on random layers), tolerated; more
+    weights, or two levels, are another quantization."""
+    from fhe_lint.errors import FheLintError
+    from fhe_lint.torch.guard import _check_exported_as_trained
+
+    trained = np.random.default_rng(0).integers(-63, 64, size=(100, 200))
+    tie, shifted, many = trained.copy(), trained.copy(), trained.copy()
+    tie[3, 7] += 1
+    shifted[3, 7] += 2
+    many[:, 0] += 1
+    _check_exported_as_trained("fc", trained, tie)
+    for exported in (shifted, many):
+        with pytest.raises(FheLintError, match="^fc: Brevitas exports other integer weights"):
+            _check_exported_as_trained("fc", trained, exported)
+
 @in_process
 def test_the_penalty_every_kth_call_reuses_its_gradient_between():
     """With every=3 the gradient worked out at a call serves the next two: the term is then its

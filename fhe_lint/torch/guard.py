@@ -153,10 +153,8 @@ class AccumulatorGuard:
         self.layers: list[GuardedLayer] = []
         self.unguarded: dict[str, str] = {}  # module path -> why its bound is unknown (FHE005)
         for (name, module), la in zip(order, exported):
-            neurons, shape = la.layer.weight.d.shape[0], levels(module).shape
-            if shape != la.layer.weight.d.shape:
-                raise FheLintError(f"{name}: its weight is {shape} per neuron, the exported "
-                                   f"{la.name} {la.layer.weight.d.shape}: cannot pair them")
+            _check_exported_as_trained(name, levels(module), la.layer.weight.d)
+            neurons = la.layer.weight.d.shape[0]
             channels = module.quant_weight().scale.numel()
             if channels not in (1, neurons):
                 raise FheLintError(f"{name}: its weight scale is neither per tensor nor per output channel")
@@ -290,6 +288,27 @@ class AccumulatorGuard:
         for g in self.layers:
             if hasattr(g.module, "weight_orig"):
                 prune.remove(g.module, "weight")
+
+
+# Brevitas divides in float32, fhe-lint's reader (as Concrete ML) in float64: a quotient within a
+# float32 ulp of a half rounds the other way, about one weight level in a million on random layers
+_TIES = 1e-4
+
+
+def _check_exported_as_trained(name: str, trained: np.ndarray, exported: np.ndarray) -> None:
+    """Refuse a layer whose QONNX export holds other integer weights than Brevitas trains with:
+    the guard would bound a model Concrete ML never compiles. Brevitas 0.13's weight-normalized
+    quantizers (A2Q, A2Q+, ``Int8WeightNormL2PerChannelFixedPoint``) export the raw weight with
+    the scale alone, their levels off by up to 100; a float32 tie is one level on rare weights."""
+    if trained.shape != exported.shape:
+        raise FheLintError(f"{name}: its weight is {trained.shape} per neuron, the export's "
+                           f"{exported.shape}: cannot pair them")
+    gap = np.abs(trained - exported)
+    if gap.size and (gap.max() > 1 or np.count_nonzero(gap) > max(1, _TIES * gap.size)):
+        raise FheLintError(f"{name}: Brevitas exports other integer weights than it trains with "
+                           f"({np.count_nonzero(gap)} of {gap.size} levels differ, by up to {int(gap.max())}): "
+                           "its weight quantizer does not export to QONNX as it computes (weight-normalized "
+                           "ones such as A2Q do not), so Concrete ML would compile another model")
 
 
 def _mask_out(module: Any, taps: np.ndarray) -> None:

@@ -26,6 +26,17 @@ if TYPE_CHECKING:
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
 
+def out(text: str, color: bool = False) -> None:
+    """Write to stdout. A reader that stops early (``fhe-lint m.onnx | head``) leaves the verdict
+    as it is: click would exit 1 on the broken pipe whatever the exit code was to be, and the
+    interpreter would complain when flushing at exit; the rest of the output goes nowhere."""
+    try:
+        click.echo(text, color=color)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def error(message: str) -> None:
     """The one form of every failure of the tool itself, usage errors included: one line on stderr."""
     click.echo(f"fhe-lint: error: {message}", err=True)
@@ -203,7 +214,7 @@ def check(ctx: click.Context, paths: tuple[Path, ...], fmt: str, output_file: Pa
         raise click.UsageError("--output takes exactly one input model")
     if show_settings:
         for path, s in jobs_settings:
-            click.echo(f"{path}: {_describe(s)}")
+            out(f"{path}: {_describe(s)}")
         return
     reports = run_files(jobs_settings, fix, output, jobs, progress=_progress)
     for message in found.errors + [r.error or r.incomplete for r in reports if r.error or r.incomplete]:
@@ -220,7 +231,7 @@ def check(ctx: click.Context, paths: tuple[Path, ...], fmt: str, output_file: Pa
 
             write_atomic(output_file, (text + "\n").encode())
         elif text:
-            click.echo(text, color=True)
+            out(text, color=True)
     except FheLintError as e:
         error(str(e))
         sys.exit(EXIT_ERROR)
@@ -271,8 +282,8 @@ def rule_cmd(code: str) -> None:
     rule = RULES.get(code.upper())
     if rule is None:
         raise click.BadParameter(f"unknown rule code {code!r} (known: {', '.join(RULES)})", param_hint="CODE")
-    click.echo(f"{rule.code} ({rule.name}) [{rule.severity.value}, fix: {rule.fix.value}]\n")
-    click.echo(rule.doc.split("\n", 1)[1].strip())
+    out(f"{rule.code} ({rule.name}) [{rule.severity.value}, fix: {rule.fix.value}]\n")
+    out(rule.doc.split("\n", 1)[1].strip())
 
 
 @main.command("rules")
@@ -281,7 +292,7 @@ def rules_cmd() -> None:
     from fhe_lint.rules import RULES
 
     for rule in RULES.values():
-        click.echo(f"{rule.code}  {rule.name:<22} {rule.severity.value:<8} {rule.summary}")
+        out(f"{rule.code}  {rule.name:<22} {rule.severity.value:<8} {rule.summary}")
 
 
 @main.command("calibrate-cost")
@@ -302,6 +313,6 @@ def calibrate_cost_cmd() -> None:
     except (FheLintError, OSError) as e:
         error(str(e))
         sys.exit(EXIT_ERROR)
-    click.echo(f"{result['seconds_per_complexity_single']:.3g} s per unit of Concrete complexity for single "
+    out(f"{result['seconds_per_complexity_single']:.3g} s per unit of Concrete complexity for single "
                f"bootstraps, {result['seconds_per_complexity_decomposed']:.3g} for decomposed lookups "
                f"(concrete-python {result['concrete_python']}, {result['cores']} cores): wrote {target}")

@@ -91,6 +91,19 @@ def test_one_bad_file_among_good_ones_still_reports_the_others(tmp_path):
     assert "FHE001" in p.stdout and p.stderr.count("fhe-lint: error:") == 1
 
 
+@pytest.mark.parametrize("make, verdict", [(lambda d: CLEAN, 0), (lambda d: OVERFLOW, 1),
+                                           (_write("bad.onnx", b"not a model"), 2)], ids=["clean", "findings", "bad"])
+def test_a_reader_that_stops_early_leaves_the_verdict(make, verdict, tmp_path):
+    """``fhe-lint m.onnx | head -0``: the report's pipe is closed before it is written; the exit
+    code is still the verdict (click alone exits 1), and no traceback follows."""
+    p = subprocess.Popen([sys.executable, "-m", "fhe_lint", str(make(tmp_path))],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p.stdout.close()
+    err = p.stderr.read()
+    assert p.wait(timeout=600) == verdict, err
+    assert "Traceback" not in err and "Exception ignored" not in err
+
+
 def test_exit_codes_warnings_and_strict():
     # mlp_w4a4_deep has FHE002 warnings only with a small multiplier; warnings exit 0, --strict exits 1
     args = [FIXTURES / "mlp_w4a4_deep.onnx", "--multiplier", "0.1"]

@@ -52,6 +52,18 @@ def test_confirm_after_fix_checks_the_fixed_model(tmp_path):
     assert rc == 0 and all(layer["confirmed_bits"] <= 16 for layer in rep["files"][0]["layers"])
 
 
+@needs_concrete
+def test_confirm_leaves_nothing_in_the_temporary_directory(tmp_path, monkeypatch):
+    """Concrete writes each compiled circuit to a directory of its own under the temporary
+    directory and never removes it; --confirm compiles one per layer and leaves none."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    p = run_cli(FIXTURES / "mlp_w6a6_unsigned_in.onnx", "--confirm", "--format", "json", subprocess_=True)
+    assert p.returncode == 1 and json.loads(p.stdout)["files"][0]["layers"][0]["confirmed_bits"], p.stderr
+    assert list(scratch.iterdir()) == []
+
+
 @pytest.mark.skipif(HAS_CONCRETE, reason="only meaningful without the extra")
 def test_confirm_without_the_extra_is_a_one_line_hint_and_keeps_the_static_findings():
     p = run_cli(FIXTURES / "mlp_w2a2.onnx", "--confirm")

@@ -13,9 +13,12 @@ concrete-python is imported only here, only for those two commands.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from datetime import date
 from typing import Any, Callable
 
@@ -42,6 +45,22 @@ def fhe(needed_by: str = "calibrate-cost") -> Any:
     except ImportError as e:
         raise FheLintError(f"{needed_by} needs concrete-python: {HINT}") from e
     return module
+
+
+@contextlib.contextmanager
+def scratch() -> Iterator[None]:
+    """Concrete writes every circuit it compiles (its shared library, kilobytes to megabytes) to a
+    new ``tempfile.mkdtemp()`` it never removes (``Server.cleanup`` is empty in concrete-python
+    2.x): a test run left 30 such directories behind. Compiles inside this go to one directory of
+    ours, removed on the way out, by pointing ``tempfile.tempdir`` there (so: one compiling thread
+    per process, as fhe-lint runs files in processes). A circuit reads some figures (complexity,
+    statistics) from those files when asked: ask inside."""
+    with tempfile.TemporaryDirectory(prefix="fhe-lint-concrete-") as directory:
+        kept, tempfile.tempdir = tempfile.tempdir, directory
+        try:
+            yield
+        finally:
+            tempfile.tempdir = kept
 
 
 def concrete_version() -> str:
@@ -98,11 +117,12 @@ def _figures(circuit: Any) -> dict[str, Any]:
 def measure_lookup(p: int, nu: int, rounding: int | None = None, fresh: bool = False) -> dict[str, Any]:
     """One table point: the marginal complexity of a lookup (two circuits differing by one
     neuron) and the keys of the circuit (a single parameter set, or two with rounding)."""
-    one, _ = _lookup_circuit(p, nu, 1, rounding, fresh)
-    figures, base = _figures(one), float(one.complexity)  # before the next compile, which can reset them
-    two, _ = _lookup_circuit(p, nu, 2, rounding, fresh)
-    point = {"bits": p, "norm2_bits": nu, "input": "model" if fresh else "lookup",
-             "complexity": float(two.complexity) - base, **figures}
+    with scratch():
+        one, _ = _lookup_circuit(p, nu, 1, rounding, fresh)
+        figures, base = _figures(one), float(one.complexity)  # before the next compile, which can reset them
+        two, _ = _lookup_circuit(p, nu, 2, rounding, fresh)
+        complexity = float(two.complexity) - base  # read from the circuit's files
+    point = {"bits": p, "norm2_bits": nu, "input": "model" if fresh else "lookup", "complexity": complexity, **figures}
     if rounding is not None:
         point["rounding_bits"] = rounding
     return point
@@ -110,15 +130,16 @@ def measure_lookup(p: int, nu: int, rounding: int | None = None, fresh: bool = F
 
 def time_lookups(p: int, nu: int, neurons: int, runs: int = 3) -> tuple[float, float]:
     """(complexity, best wall seconds) of one encrypted run of a ``neurons``-wide layer at ``p`` bits."""
-    circuit, n = _lookup_circuit(p, nu, neurons)
-    circuit.keygen()
-    x = np.full(n, 2**p - 1, dtype=np.int64)
-    best = float("inf")
-    for _ in range(runs):
-        start = time.perf_counter()
-        circuit.decrypt(circuit.run(circuit.encrypt(x)))
-        best = min(best, time.perf_counter() - start)
-    return float(circuit.complexity), best
+    with scratch():
+        circuit, n = _lookup_circuit(p, nu, neurons)
+        circuit.keygen()
+        x = np.full(n, 2**p - 1, dtype=np.int64)
+        best = float("inf")
+        for _ in range(runs):
+            start = time.perf_counter()
+            circuit.decrypt(circuit.run(circuit.encrypt(x)))
+            best = min(best, time.perf_counter() - start)
+        return float(circuit.complexity), best
 
 
 # Single-bootstrap widths whose keys take seconds to generate and whose lookups milliseconds to

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from fhe_lint.analysis.accumulators import LayerAnalysis, ModelAnalysis, tap_range
-from fhe_lint.analysis.concrete_cost import fhe as concrete_fhe
+from fhe_lint.analysis.concrete_cost import fhe as concrete_fhe, scratch
 from fhe_lint.errors import FheLintError
 
 
@@ -44,8 +44,9 @@ def confirm_layer(la: LayerAnalysis) -> int:
     def multi_sum(v):
         return v @ weights
 
-    circuit = fhe.Compiler(multi_sum, {"v": "encrypted"}).compile(list(worst_case_inputs(d, x.lo, x.hi)))
-    return int(circuit.graph.ordered_outputs()[0].output.dtype.bit_width)
+    with scratch():
+        circuit = fhe.Compiler(multi_sum, {"v": "encrypted"}).compile(list(worst_case_inputs(d, x.lo, x.hi)))
+        return int(circuit.graph.ordered_outputs()[0].output.dtype.bit_width)
 
 
 def confirm_layers(analysis: ModelAnalysis, progress=None) -> dict[str, int]:
@@ -121,10 +122,12 @@ def confirm_network(analysis: ModelAnalysis, data: np.ndarray | None) -> Network
     if not len(inputs):
         raise FheLintError("--confirm=network needs --calibration data for this model")
     try:
-        module = compile_onnx_model(analysis.graph.standalone(), inputs, import_qat=True,
-                                    rounding_threshold_bits=analysis.settings.rounding_bits)
-        circuit = module.fhe_circuit
-        widths = {name: int(op["bitwidth"]) for name, op in (module.bitwidth_and_range_report() or {}).items()}
-        return NetworkResult(True, int(circuit.graph.maximum_integer_bit_width()), None, circuit_cost(circuit), widths)
+        with scratch():
+            module = compile_onnx_model(analysis.graph.standalone(), inputs, import_qat=True,
+                                        rounding_threshold_bits=analysis.settings.rounding_bits)
+            circuit = module.fhe_circuit
+            widths = {name: int(op["bitwidth"]) for name, op in (module.bitwidth_and_range_report() or {}).items()}
+            return NetworkResult(True, int(circuit.graph.maximum_integer_bit_width()), None, circuit_cost(circuit),
+                                 widths)
     except Exception as e:  # noqa: BLE001 - the compiler's refusal is the result being reported
         return NetworkResult(False, None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300])

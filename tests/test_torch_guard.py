@@ -134,7 +134,7 @@ def test_the_projection_threshold_is_the_smallest_that_fits(x):
     out directly: with it every row that can fit does, with a hair less none that needed one
     does; a row that cannot fit even with all but its largest weight at 0 has them all zeroed."""
     from fhe_lint.formats.quantizer import IntRange
-    from fhe_lint.torch.guard import shrinkage
+    from fhe_lint.torch.projection import shrinkage
 
     x = IntRange(*x)
 
@@ -326,17 +326,17 @@ def test_a_float32_tie_is_tolerated_a_systematic_difference_is_not():
     one level on about one weight in a million (measured on random layers), tolerated; more
     weights, or two levels, are another quantization."""
     from fhe_lint.errors import FheLintError
-    from fhe_lint.torch.guard import _check_exported_as_trained
+    from fhe_lint.torch.export import check_exported_as_trained
 
     trained = np.random.default_rng(0).integers(-63, 64, size=(100, 200))
     tie, shifted, many = trained.copy(), trained.copy(), trained.copy()
     tie[3, 7] += 1
     shifted[3, 7] += 2
     many[:, 0] += 1
-    _check_exported_as_trained("fc", trained, tie)
+    check_exported_as_trained("fc", trained, tie)
     for exported in (shifted, many):
         with pytest.raises(FheLintError, match="^fc: Brevitas exports other integer weights"):
-            _check_exported_as_trained("fc", trained, exported)
+            check_exported_as_trained("fc", trained, exported)
 
 @in_process
 def test_the_penalty_every_kth_call_reuses_its_gradient_between():

@@ -13,6 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fhe_lint.errors import FheLintError
 from fhe_lint.linter import LintResult, lint_path
 from fhe_lint.report.model import FileReport
@@ -85,3 +87,25 @@ def lint_module(model: Any, example_input: Any, settings: Settings | None = None
     if report.error is not None:
         raise FheLintError(report.error.replace(str(path), str(label)))
     return replace(report, path=label)
+
+
+# Brevitas divides in float32, fhe-lint's reader (as Concrete ML) in float64: a quotient within a
+# float32 ulp of a half rounds the other way, about one weight level in a million on random layers
+_TIES = 1e-4
+
+
+def check_exported_as_trained(name: str, trained: np.ndarray, exported: np.ndarray) -> None:
+    """Refuse a layer whose QONNX export holds other integer weights than Brevitas trains with:
+    the guard would bound a model Concrete ML never compiles. Brevitas 0.13's weight-normalized
+    quantizers (A2Q, A2Q+, ``Int8WeightNormL2PerChannelFixedPoint``) export the raw weight with
+    the scale alone, their levels off by up to 119 on a random layer; a float32 tie is one level
+    on rare weights."""
+    if trained.shape != exported.shape:
+        raise FheLintError(f"{name}: its weight is {trained.shape} per neuron, the export's "
+                           f"{exported.shape}: cannot pair them")
+    gap = np.abs(trained - exported)
+    if gap.size and (gap.max() > 1 or np.count_nonzero(gap) > max(1, _TIES * gap.size)):
+        raise FheLintError(f"{name}: Brevitas exports other integer weights than it trains with "
+                           f"({np.count_nonzero(gap)} of {gap.size} levels differ, by up to {int(gap.max())}): "
+                           "its weight quantizer does not export to QONNX as it computes (weight-normalized "
+                           "ones such as A2Q do not), so Concrete ML would compile another model")

@@ -26,8 +26,9 @@ from fhe_lint.errors import FheLintError
 from fhe_lint.fix.plan import prune_to_fit
 from fhe_lint.formats.quantizer import IntRange
 from fhe_lint.settings import Settings
-from fhe_lint.torch.export import analysed_export
+from fhe_lint.torch.export import analysed_export, check_exported_as_trained
 from fhe_lint.torch.penalty import Budget, gradients, host
+from fhe_lint.torch.projection import shrinkage
 
 GUARDED = ("QuantLinear", "QuantConv1d", "QuantConv2d", "QuantConv3d")
 # a neuron's penalty weight, doubled at each step() it overflowed, fades back this much at each it
@@ -35,42 +36,6 @@ GUARDED = ("QuantLinear", "QuantConv1d", "QuantConv2d", "QuantConv3d")
 # each crossing a projection and a quantization more in step(), for the same accuracy
 _FADE = 0.95
 _ROUNDS = 8  # projections first, then pruning: a per-tensor scale can move when a neuron's largest weight does
-
-
-def shrinkage(level: np.ndarray, x: IntRange, low: float, high: float) -> np.ndarray:
-    """Per row of real-valued weight levels, the smallest soft threshold ``tau`` (each |level|
-    but the row's largest reduced by ``tau``, those below it to 0) after which the row's worst
-    case over inputs in ``x`` lies within ``[low, high]``: the Euclidean projection onto the
-    bound, an L1 budget on the positive and on the negative levels (weighted by the input's two
-    ends). The row's largest weight is kept: it sets the quantizer's scale (per channel, or, for
-    the row holding it, per tensor), and shrinking it would only re-scale every level back.
-
-    Exact, not searched: each end of the worst case is piecewise linear and non-increasing in
-    ``tau`` (``x.lo <= 0 <= x.hi``, as a quantizer that represents zero gives), with breakpoints
-    at the sorted magnitudes; cumulative sums give it at every breakpoint and the crossing is
-    solved on its segment (the 24-step bisection it replaces took a fifth of ``step()``'s time on
-    the 8-bit digits MLP, this half as much)."""
-    rows = np.arange(len(level))
-    free = np.abs(level)
-    top = free.argmax(axis=1)
-    kept = free[rows, top]
-    free[rows, top] = 0.0
-    positive = level > 0  # weights of each |level| in hi = x_hi P - x_lo N and in -lo = x_hi N - x_lo P
-    coeff = np.stack((np.where(positive, x.hi, -x.lo), np.where(positive, -x.lo, x.hi))).astype(np.float64)
-    limit = np.array([[high], [-low]])
-    fixed = coeff[:, rows, top] * kept  # the kept weights' share
-    order = np.argsort(-free, axis=1)
-    m = np.take_along_axis(free, order, axis=1)  # magnitudes, largest first
-    c = np.take_along_axis(coeff, order[None], axis=2)
-    c0, c1 = np.cumsum(c, axis=2), np.cumsum(c * m, axis=2)
-    at_breaks = fixed[..., None] + c1 - m * c0  # the end with tau at each magnitude (non-decreasing)
-    k = (at_breaks <= limit[..., None]).sum(axis=2) - 1  # the last breakpoint within the limit
-    k = np.maximum(k, 0)[..., None]
-    s0, s1 = np.take_along_axis(c0, k, axis=2)[..., 0], np.take_along_axis(c1, k, axis=2)[..., 0]
-    tau = np.divide(fixed + s1 - limit, s0, out=np.zeros_like(s0), where=s0 > 0)
-    tau = np.clip(tau, 0.0, None).max(axis=0)
-    infeasible = (fixed > limit).any(axis=0)  # even all-but-the-largest at 0 is over: zero them
-    return np.where(infeasible, m[:, 0] if m.shape[1] else 0.0, tau)
 
 
 @dataclass
@@ -153,7 +118,7 @@ class AccumulatorGuard:
         self.layers: list[GuardedLayer] = []
         self.unguarded: dict[str, str] = {}  # module path -> why its bound is unknown (FHE005)
         for (name, module), la in zip(order, exported):
-            _check_exported_as_trained(name, levels(module), la.layer.weight.d)
+            check_exported_as_trained(name, levels(module), la.layer.weight.d)
             neurons = la.layer.weight.d.shape[0]
             channels = module.quant_weight().scale.numel()
             if channels not in (1, neurons):
@@ -288,27 +253,6 @@ class AccumulatorGuard:
         for g in self.layers:
             if hasattr(g.module, "weight_orig"):
                 prune.remove(g.module, "weight")
-
-
-# Brevitas divides in float32, fhe-lint's reader (as Concrete ML) in float64: a quotient within a
-# float32 ulp of a half rounds the other way, about one weight level in a million on random layers
-_TIES = 1e-4
-
-
-def _check_exported_as_trained(name: str, trained: np.ndarray, exported: np.ndarray) -> None:
-    """Refuse a layer whose QONNX export holds other integer weights than Brevitas trains with:
-    the guard would bound a model Concrete ML never compiles. Brevitas 0.13's weight-normalized
-    quantizers (A2Q, A2Q+, ``Int8WeightNormL2PerChannelFixedPoint``) export the raw weight with
-    the scale alone, their levels off by up to 100; a float32 tie is one level on rare weights."""
-    if trained.shape != exported.shape:
-        raise FheLintError(f"{name}: its weight is {trained.shape} per neuron, the export's "
-                           f"{exported.shape}: cannot pair them")
-    gap = np.abs(trained - exported)
-    if gap.size and (gap.max() > 1 or np.count_nonzero(gap) > max(1, _TIES * gap.size)):
-        raise FheLintError(f"{name}: Brevitas exports other integer weights than it trains with "
-                           f"({np.count_nonzero(gap)} of {gap.size} levels differ, by up to {int(gap.max())}): "
-                           "its weight quantizer does not export to QONNX as it computes (weight-normalized "
-                           "ones such as A2Q do not), so Concrete ML would compile another model")
 
 
 def _mask_out(module: Any, taps: np.ndarray) -> None:

@@ -108,4 +108,6 @@ def check_exported_as_trained(name: str, trained: np.ndarray, exported: np.ndarr
         raise FheLintError(f"{name}: Brevitas exports other integer weights than it trains with "
                            f"({np.count_nonzero(gap)} of {gap.size} levels differ, by up to {int(gap.max())}): "
                            "its weight quantizer does not export to QONNX as it computes (weight-normalized "
-                           "ones such as A2Q do not), so Concrete ML would compile another model")
+                           "ones such as A2Q do not), so Concrete ML would compile another model; train it with "
+                           "one that does (Int8WeightPerTensorFloat, Int8WeightPerChannelFloat): the guard keeps "
+                           "the accumulator bound itself")

@@ -314,5 +314,5 @@ def calibrate_cost_cmd() -> None:
         error(str(e))
         sys.exit(EXIT_ERROR)
     out(f"{result['seconds_per_complexity_single']:.3g} s per unit of Concrete complexity for single "
-               f"bootstraps, {result['seconds_per_complexity_decomposed']:.3g} for decomposed lookups "
-               f"(concrete-python {result['concrete_python']}, {result['cores']} cores): wrote {target}")
+        f"bootstraps, {result['seconds_per_complexity_decomposed']:.3g} for decomposed lookups "
+        f"(concrete-python {result['concrete_python']}, {result['cores']} cores): wrote {target}")

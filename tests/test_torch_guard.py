@@ -110,6 +110,38 @@ def test_a_step_makes_every_neuron_fit_and_leaves_fitting_ones_alone():
 
 
 @in_process
+def test_a_transposed_convolution_is_left_to_lint_module_and_the_other_layers_guarded():
+    """A model with a QuantConvTranspose2d (its weight input channel first, its bound per output
+    phase) is not refused as a whole: that layer is listed as unguarded, the layers before and
+    after it are guarded, step() fits them, and their bits are the CLI's on the export."""
+    from fhe_lint.torch import AccumulatorGuard
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inp = qnn.QuantIdentity(bit_width=7, return_quant_tensor=True)
+            self.conv = qnn.QuantConv2d(1, 8, 3, padding=1, weight_bit_width=7)
+            self.relu = qnn.QuantReLU(bit_width=7, return_quant_tensor=True)
+            self.up = qnn.QuantConvTranspose2d(8, 4, 2, stride=2, weight_bit_width=7)
+            self.relu2 = qnn.QuantReLU(bit_width=7, return_quant_tensor=True)
+            self.fc = qnn.QuantLinear(4 * 8 * 8, 10, weight_bit_width=7)
+
+        def forward(self, x: "torch.Tensor") -> "torch.Tensor":
+            h = self.relu2(self.up(self.relu(self.conv(self.inp(x)))))
+            return self.fc(h.reshape(h.shape[0], -1))
+
+    torch.manual_seed(0)
+    net, example = Net(), torch.rand(1, 1, 4, 4)
+    guard = AccumulatorGuard(net, example)
+    assert [g.name for g in guard.layers] == ["conv", "fc"] and list(guard.unguarded) == ["up"]
+    assert any((bits > 16).any() for bits in guard.bits().values())
+    guard.step()
+    cli = _cli_bits(net, example, n_max=16)
+    assert len(cli) == 3 and [tuple(int(b) for b in bits) for bits in guard.bits().values()] == [cli[0], cli[2]]
+    assert max(cli[0] + cli[2]) <= 16
+
+
+@in_process
 def test_a_neuron_that_overflowed_weighs_double_in_the_penalty_and_fades_back_while_it_fits():
     from fhe_lint.torch import AccumulatorGuard
     from fhe_lint.torch.guard import _FADE

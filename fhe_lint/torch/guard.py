@@ -31,6 +31,10 @@ from fhe_lint.torch.penalty import Budget, gradients, host
 from fhe_lint.torch.projection import shrinkage
 
 GUARDED = ("QuantLinear", "QuantConv1d", "QuantConv2d", "QuantConv3d")
+# weighted Brevitas layers paired with the export but left to lint_module: a transposed
+# convolution's weight is laid out input channel first, and with a stride each output pixel reads
+# only the taps of its phase, a bound per (neuron, phase) the projection and the penalty do not model
+PAIRED_ONLY = ("QuantConvTranspose1d", "QuantConvTranspose2d", "QuantConvTranspose3d")
 # a neuron's penalty weight, doubled at each step() it overflowed, fades back this much at each it
 # fits: halving it back (0.5) let the digits MLPs' neurons cross the bound again twice as often,
 # each crossing a projection and a quantization more in step(), for the same accuracy
@@ -116,8 +120,11 @@ class AccumulatorGuard:
             raise FheLintError(f"the export has {len(exported)} weighted layers, the model calls {len(order)} "
                                f"Brevitas layers ({', '.join(n for n, _ in order)}): cannot pair them")
         self.layers: list[GuardedLayer] = []
-        self.unguarded: dict[str, str] = {}  # module path -> why its bound is unknown (FHE005)
+        self.unguarded: dict[str, str] = {}  # module path -> why it is not guarded (e.g. FHE005's unknown range)
         for (name, module), la in zip(order, exported):
+            if type(module).__name__ in PAIRED_ONLY:
+                self.unguarded[name] = "a transposed convolution, not guarded (lint_module checks it)"
+                continue
             check_exported_as_trained(name, levels(module), la.layer.weight.d)
             neurons = la.layer.weight.d.shape[0]
             channels = module.quant_weight().scale.numel()
@@ -275,7 +282,7 @@ def _forward_order(model: Any, example_input: Any) -> list[tuple[str, Any]]:
     torch = _torch()
     calls: list[tuple[str, Any]] = []
     handles = [m.register_forward_pre_hook(lambda mod, args, name=name: calls.append((name, mod)))
-               for name, m in model.named_modules() if type(m).__name__ in GUARDED]
+               for name, m in model.named_modules() if type(m).__name__ in GUARDED + PAIRED_ONLY]
     was_training = model.training
     model.eval()
     try:

@@ -409,10 +409,27 @@ def test_the_penalty_every_kth_call_reuses_its_gradient_between():
     net(batch)
     anew = gradients(*now(), third.budget, 0.0005)[-1]
     assert third.penalty().item() == pytest.approx(anew, rel=1e-5) and anew > 0  # the first after step(): anew
-    from fhe_lint.errors import FheLintError
 
-    with pytest.raises(FheLintError, match="every=0"):
-        AccumulatorGuard(net, example, n_max=13, every=0)
+
+@in_process
+@pytest.mark.parametrize("bad", [{"n_max": 0}, {"n_max": 65}, {"n_max": 16.5}, {"n_max": True}, {"margin": 1.0},
+                                 {"margin": -0.1}, {"every": 0}, {"every": 2.0}, {"strength": -1.0},
+                                 {"strength": float("nan")}, {"strength": float("inf")}])
+def test_arguments_outside_their_meaning_are_refused_in_one_line(bad):
+    """A negative or NaN strength would push neurons out of the bound, a margin of 1 leaves no
+    window, a fractional n_max no integer type: refused, naming the argument, before any work."""
+    from fhe_lint.errors import FheLintError
+    from fhe_lint.torch import AccumulatorGuard
+
+    net, example = _mixed(), torch.rand(1, 16)
+    (name, value), = bad.items()
+    with pytest.raises(FheLintError, match=rf"^{name}=") as caught:
+        if name == "strength":
+            AccumulatorGuard(net, example, n_max=13).penalty(value)
+        else:
+            AccumulatorGuard(net, example, **{"n_max": 13, **bad})
+    assert "\n" not in str(caught.value)
+    AccumulatorGuard(net, example, n_max=np.int64(13), every=np.int32(2)).penalty(0.0)  # numpy integers are fine
 
 
 @in_process

@@ -15,6 +15,7 @@ narrow ranges, unsigned ReLU outputs and zero padding are exactly the CLI's), ta
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +80,10 @@ class GuardedLayer:
         return q.value, q.scale
 
 
+def _integer(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _torch() -> Any:
     import torch
 
@@ -108,8 +113,12 @@ class AccumulatorGuard:
     """Keeps every Brevitas linear layer's exact worst-case accumulator within ``n_max`` bits."""
 
     def __init__(self, model: Any, example_input: Any, n_max: int = 16, margin: float = 0.02, every: int = 2) -> None:
-        if every < 1:
-            raise FheLintError(f"every={every}: the penalty is worked out on every k-th call, k >= 1")
+        if not (_integer(n_max) and 1 <= n_max <= 64):
+            raise FheLintError(f"n_max={n_max!r}: an integer bit-width from 1 to 64 (the CLI's --n-max)")
+        if not 0 <= margin < 1:
+            raise FheLintError(f"margin={margin!r}: the fraction of the window kept free, in [0, 1)")
+        if not (_integer(every) and every >= 1):
+            raise FheLintError(f"every={every!r}: the penalty is worked out on every k-th call, k >= 1")
         self.n_max, self.margin, self.every, self._calls = n_max, margin, every, 0
         self._one: Any = None  # the constant the penalty's value multiplies in its dot product
         self._gradient: Any = None  # the term's gradient, then the term, at the latest k-th call
@@ -233,6 +242,8 @@ class AccumulatorGuard:
         ``every=2`` keeps every call's accuracy over three seeds and cuts the term's cost by
         two-fifths; ``every=3`` cost the 8-bit MLP-256 1.2 pt, ``every=4`` 3.5 (README, "During
         training")."""
+        if not 0 <= strength < float("inf"):
+            raise FheLintError(f"strength={strength!r}: the penalty's weight in the loss, finite and >= 0")
         torch = _torch()
         full = self._calls % self.every == 0
         self._calls += 1

@@ -6,11 +6,13 @@ scale; gradients reach the float weights through Brevitas's straight-through rou
 the ``n_max`` window; with it the network learns to spend its accumulator budget where it helps.
 ``step()`` is the hard guarantee: on the integer weights Brevitas will export it computes the
 exact bound with ``fhe_lint.bounds`` and, in each neuron that still overflows (only those),
-prunes the smallest-|w| weights ``--fix`` would prune, with masks that only grow
-(``torch.nn.utils.prune``). ``finalize()`` makes the masks permanent.
+projects the weights onto the bound and prunes whatever rounding leaves over, the smallest-|w|
+weights ``--fix`` would prune, with masks that only grow (``torch.nn.utils.prune``).
+``finalize()`` makes the masks permanent.
 
 The input range of each layer is the one fhe-lint reads from the model's QONNX export (so
-narrow ranges, unsigned ReLU outputs and zero padding are exactly the CLI's), taken once.
+narrow ranges, unsigned ReLU outputs and zero padding are exactly the CLI's), taken once, after
+checking that the export holds the integer weights Brevitas trains with.
 """
 
 from __future__ import annotations

@@ -5,7 +5,10 @@ guard, export it to QONNX as Concrete ML does, and lint the export.
 
 The last line printed is one JSON object: accuracy on all 1,797 digits (and on the 360 held out
 from training), whether the export fits n_max (fhe-lint, FHE001), the weights the guard pruned,
-and the seconds spent training (with the guard's share). Needs the ``torch`` extra.
+and the seconds spent training, of which ``guard_seconds`` inside the guard's own calls
+(``penalty()``, ``step()``): about half of what the guard costs, the rest (the term's backward,
+the caches its numpy work clears) shows in ``seconds`` only; ``bench/guard_overhead.py``
+measures the whole. Needs the ``torch`` extra.
 """
 
 from __future__ import annotations

@@ -67,6 +67,7 @@ def main() -> None:
     p.add_argument("--weight-bits", type=int, default=7)
     p.add_argument("--act-bits", type=int, default=7)
     p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--lr", type=float, default=1e-2, help="Adam's learning rate (cosine decay over the epochs)")
     p.add_argument("--guard", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--strength", type=float, default=0.0005, help="weight of the guard's penalty in the loss")
     p.add_argument("--every", type=int, default=2, help="work the penalty's gradient out on every k-th step, reuse it between")
@@ -87,7 +88,7 @@ def main() -> None:
         x = x.reshape(-1, 1, 8, 8)  # as Concrete ML requires
     example = x[:1]
     guard = AccumulatorGuard(model, example, n_max=a.n_max, every=a.every) if a.guard else None
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    opt = torch.optim.Adam(model.parameters(), lr=a.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, a.epochs)
     loss_fn = nn.CrossEntropyLoss()
     projected, pruned, guard_seconds, start = 0, 0, 0.0, time.perf_counter()

@@ -90,7 +90,7 @@ def test_the_guards_bound_is_the_clis_on_the_export(net):
 @in_process
 def test_a_step_makes_every_neuron_fit_and_leaves_fitting_ones_alone():
     from fhe_lint.torch import AccumulatorGuard
-    from fhe_lint.torch.guard import levels
+    from fhe_lint.torch.pairing import levels
 
     net, example = _mixed(), torch.rand(1, 16)
     guard = AccumulatorGuard(net, example, n_max=13)
@@ -333,11 +333,12 @@ def test_a_layer_brevitas_exports_other_than_it_trains_is_refused(tmp_path):
     """Brevitas's accumulator-aware (A2Q) weight quantizer normalizes each neuron's weights before
     quantizing; its QONNX export holds the raw weights with the scale alone, so the integers
     Concrete ML compiles are not the trained ones, and a bound on either says nothing of the
-    other. The guard refuses the layer rather than guard a model nobody runs."""
+    other. The guard refuses the layer rather than guard a model nobody runs; lint_module reports
+    on the export, as ever, and warns that it is not the trained model."""
     from brevitas.quant import Int8AccumulatorAwareWeightQuant
 
     from fhe_lint.errors import FheLintError
-    from fhe_lint.torch import AccumulatorGuard
+    from fhe_lint.torch import AccumulatorGuard, lint_module
 
     torch.manual_seed(0)
     net = nn.Sequential(qnn.QuantIdentity(bit_width=7, return_quant_tensor=True),
@@ -351,6 +352,21 @@ def test_a_layer_brevitas_exports_other_than_it_trains_is_refused(tmp_path):
         pytest.skip("this Brevitas exports A2Q's weights as it trains them")
     with pytest.raises(FheLintError, match=r"^1: Brevitas exports other integer weights than it trains with"):
         AccumulatorGuard(net, example)
+    with pytest.warns(UserWarning, match=r"^1: Brevitas exports other integer weights") as caught:
+        report = lint_module(net, example)  # still the export's report: what Concrete ML would compile
+    assert len(caught) == 1 and report.layers and report.layers[0].neuron_bits
+
+
+@in_process
+def test_lint_module_says_nothing_more_when_the_export_is_the_trained_model(net):
+    import warnings
+
+    from fhe_lint.torch import lint_module
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lint_module(net, torch.rand(1, 16))
+    assert not [w for w in caught if "exports other integer weights" in str(w.message)]
 
 
 def test_a_float32_tie_is_tolerated_a_systematic_difference_is_not():
@@ -358,7 +374,7 @@ def test_a_float32_tie_is_tolerated_a_systematic_difference_is_not():
     one level on about one weight in a million (measured on random layers), tolerated; more
     weights, or two levels, are another quantization."""
     from fhe_lint.errors import FheLintError
-    from fhe_lint.torch.export import check_exported_as_trained
+    from fhe_lint.torch.pairing import check_exported_as_trained
 
     trained = np.random.default_rng(0).integers(-63, 64, size=(100, 200))
     tie, shifted, many = trained.copy(), trained.copy(), trained.copy()

@@ -13,8 +13,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from fhe_lint.errors import FheLintError
 from fhe_lint.linter import LintResult, lint_path
 from fhe_lint.report.model import FileReport
@@ -78,36 +76,37 @@ def analysed_export(model: Any, example_input: Any, settings: Settings | None = 
 
 def lint_module(model: Any, example_input: Any, settings: Settings | None = None) -> FileReport:
     """The report ``fhe-lint`` gives on the model's QONNX export (the same typed report every
-    output format reads), with the model's class name as its path."""
+    output format reads), with the model's class name as its path. A layer whose export holds
+    other integer weights than Brevitas trains with (A2Q's, say) is also warned about: the report
+    is true of what Concrete ML would compile, which is then not the trained model."""
+    settings = settings or Settings()
     with _exported(model, example_input) as path:
         from fhe_lint.runner import run_file
 
-        report = run_file(path, settings or Settings())
+        report = run_file(path, settings)
+        unfaithful = _unfaithful(model, example_input, lint_path(path, settings)) if report.error is None else []
     label = Path(f"<{type(model).__name__}>")
     if report.error is not None:
         raise FheLintError(report.error.replace(str(path), str(label)))
+    for message in unfaithful:
+        warnings.warn(message, stacklevel=2)
     return replace(report, path=label)
 
 
-# Brevitas divides in float32, fhe-lint's reader (as Concrete ML) in float64: a quotient within a
-# float32 ulp of a half rounds the other way, about one weight level in a million on random layers
-_TIES = 1e-4
+def _unfaithful(model: Any, example_input: Any, result: LintResult) -> list[str]:
+    """What :func:`~fhe_lint.torch.pairing.check_exported_as_trained` says of each layer (none
+    when the layers cannot be paired: the report stands alone then)."""
+    from fhe_lint.torch.pairing import LINEAR, check_exported_as_trained, levels, paired
 
-
-def check_exported_as_trained(name: str, trained: np.ndarray, exported: np.ndarray) -> None:
-    """Refuse a layer whose QONNX export holds other integer weights than Brevitas trains with:
-    the guard would bound a model Concrete ML never compiles. Brevitas 0.13's weight-normalized
-    quantizers (A2Q, A2Q+, ``Int8WeightNormL2PerChannelFixedPoint``) export the raw weight with
-    the scale alone, their levels off by up to 119 on a random layer; a float32 tie is one level
-    on rare weights."""
-    if trained.shape != exported.shape:
-        raise FheLintError(f"{name}: its weight is {trained.shape} per neuron, the export's "
-                           f"{exported.shape}: cannot pair them")
-    gap = np.abs(trained - exported)
-    if gap.size and (gap.max() > 1 or np.count_nonzero(gap) > max(1, _TIES * gap.size)):
-        raise FheLintError(f"{name}: Brevitas exports other integer weights than it trains with "
-                           f"({np.count_nonzero(gap)} of {gap.size} levels differ, by up to {int(gap.max())}): "
-                           "its weight quantizer does not export to QONNX as it computes (weight-normalized "
-                           "ones such as A2Q do not), so Concrete ML would compile another model; train it with "
-                           "one that does (Int8WeightPerTensorFloat, Int8WeightPerChannelFloat): the guard keeps "
-                           "the accumulator bound itself")
+    try:
+        pairs = paired(model, example_input, result.analysis)
+    except FheLintError:
+        return []
+    found = []
+    for name, module, la in pairs:
+        try:
+            if type(module).__name__ in LINEAR:
+                check_exported_as_trained(name, levels(module), la.layer.weight.d)
+        except FheLintError as e:
+            found.append(str(e))
+    return found

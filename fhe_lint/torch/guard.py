@@ -29,15 +29,11 @@ from fhe_lint.errors import FheLintError
 from fhe_lint.fix.plan import prune_to_fit
 from fhe_lint.formats.quantizer import IntRange
 from fhe_lint.settings import Settings
-from fhe_lint.torch.export import analysed_export, check_exported_as_trained
+from fhe_lint.torch.export import analysed_export
+from fhe_lint.torch.pairing import TRANSPOSED, check_exported_as_trained, current_weight, levels, paired
 from fhe_lint.torch.penalty import Budget, gradients, host
 from fhe_lint.torch.projection import shrinkage
 
-GUARDED = ("QuantLinear", "QuantConv1d", "QuantConv2d", "QuantConv3d")
-# weighted Brevitas layers paired with the export but left to lint_module: a transposed
-# convolution's weight is laid out input channel first, and with a stride each output pixel reads
-# only the taps of its phase, a bound per (neuron, phase) the projection and the penalty do not model
-PAIRED_ONLY = ("QuantConvTranspose1d", "QuantConvTranspose2d", "QuantConvTranspose3d")
 # a neuron's penalty weight, doubled at each step() it overflowed, fades back this much at each it
 # fits: halving it back (0.5) let the digits MLPs' neurons cross the bound again twice as often,
 # each crossing a projection and a quantization more in step(), for the same accuracy
@@ -92,25 +88,6 @@ def _torch() -> Any:
     return torch
 
 
-def _weight(module: Any) -> Any:
-    """The weight as the next forward will see it (a pruned module's mask applied now, not at
-    its next forward pre-hook)."""
-    if hasattr(module, "weight_orig"):
-        return module.weight_orig * module.weight_mask
-    return module.weight
-
-
-def levels(module: Any) -> np.ndarray:
-    """``q_w - zp_w`` per neuron, ``(neurons, fan_in)``: the integers Brevitas exports."""
-    torch = _torch()
-    with torch.no_grad():
-        if hasattr(module, "weight_orig"):
-            module.weight = _weight(module)
-        q = module.quant_weight()
-        d = torch.round(q.value / q.scale + q.zero_point) - torch.round(q.zero_point)
-        return d.reshape(d.shape[0], -1).to(torch.int64).cpu().numpy()
-
-
 class AccumulatorGuard:
     """Keeps every Brevitas linear layer's exact worst-case accumulator within ``n_max`` bits."""
 
@@ -124,16 +101,11 @@ class AccumulatorGuard:
         self.n_max, self.margin, self.every, self._calls = n_max, margin, every, 0
         self._one: Any = None  # the constant the penalty's value multiplies in its dot product
         self._gradient: Any = None  # the term's gradient, then the term, at the latest k-th call
-        order = _forward_order(model, example_input)
         analysis = analysed_export(model, example_input, Settings(n_max=n_max)).analysis
-        exported = [la for la in analysis.layers if la.layer.weight is not None]
-        if len(exported) != len(order):
-            raise FheLintError(f"the export has {len(exported)} weighted layers, the model calls {len(order)} "
-                               f"Brevitas layers ({', '.join(n for n, _ in order)}): cannot pair them")
         self.layers: list[GuardedLayer] = []
         self.unguarded: dict[str, str] = {}  # module path -> why it is not guarded (e.g. FHE005's unknown range)
-        for (name, module), la in zip(order, exported):
-            if type(module).__name__ in PAIRED_ONLY:
+        for name, module, la in paired(model, example_input, analysis):
+            if type(module).__name__ in TRANSPOSED:  # its bound is per (neuron, phase): not modelled here
                 self.unguarded[name] = "a transposed convolution, not guarded (lint_module checks it)"
                 continue
             check_exported_as_trained(name, levels(module), la.layer.weight.d)
@@ -185,7 +157,7 @@ class AccumulatorGuard:
                     self._project(g, over, margin=self.margin * 2**round_)
                     change.projected += int(over.size)
                 else:
-                    magnitude = _weight(g.module).detach().abs().reshape(len(g.pressure), -1).cpu().numpy()
+                    magnitude = current_weight(g.module).detach().abs().reshape(len(g.pressure), -1).cpu().numpy()
                     taps = prune_to_fit(levels(g.module), magnitude, g.x, self.n_max)
                     _mask_out(g.module, taps)
                     change.pruned += int(taps.size)
@@ -213,7 +185,7 @@ class AccumulatorGuard:
             target = g.module.weight_orig if hasattr(g.module, "weight_orig") else g.module.weight
             index, flat = torch.as_tensor(rows), (len(rows), -1)
             stored = host(target[index]).reshape(flat).astype(np.float64)
-            seen = host(_weight(g.module)[index]).reshape(flat).astype(np.float64)  # as the quantizer sees them
+            seen = host(current_weight(g.module)[index]).reshape(flat).astype(np.float64)  # as the quantizer sees them
             # the last training forward's scale: one optimizer step old at most, and the rounds
             # check the exact levels after each projection (a quantization is a good part of a step)
             scale = host(g.quantized()[1]).astype(np.float64)
@@ -283,29 +255,8 @@ def _mask_out(module: Any, taps: np.ndarray) -> None:
     with torch.no_grad():
         if hasattr(module, "weight_mask"):
             module.weight_mask.view(-1)[torch.as_tensor(taps)] = 0
-            module.weight = _weight(module)
+            module.weight = current_weight(module)
         else:
             mask = torch.ones_like(module.weight)
             mask.view(-1)[torch.as_tensor(taps)] = 0
             prune.custom_from_mask(module, "weight", mask)
-
-
-def _forward_order(model: Any, example_input: Any) -> list[tuple[str, Any]]:
-    """The Brevitas linear layers in the order a forward pass calls them (the export's order)."""
-    torch = _torch()
-    calls: list[tuple[str, Any]] = []
-    handles = [m.register_forward_pre_hook(lambda mod, args, name=name: calls.append((name, mod)))
-               for name, m in model.named_modules() if type(m).__name__ in GUARDED + PAIRED_ONLY]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(example_input)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
-    seen = [name for name, _ in calls]
-    if len(set(seen)) != len(seen):
-        raise FheLintError("a Brevitas layer is called more than once per forward pass: its bound is per call")
-    return calls

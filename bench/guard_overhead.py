@@ -29,7 +29,8 @@ from tabulate import tabulate
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "train_digits.py"
 CONFIGS = [("MLP 64-192-10, 7/7", "mlp", 192, 7), ("MLP 64-128-10, 7/7", "mlp", 128, 7),
-           ("MLP 64-256-10, 8/8", "mlp", 256, 8), ("CNN 8-16, 7/7", "cnn", (8, 16), 7)]
+           ("MLP 64-256-10, 8/8", "mlp", 256, 8), ("CNN 8-16, 7/7", "cnn", (8, 16), 7),
+           ("MLP 64-512-512-10, 7/7", "deep", 512, 7)]
 
 
 def _example() -> Any:
@@ -45,7 +46,7 @@ def _trainer(td: Any, arch: str, size: Any, bits: int, every: int, x: Any, y: An
     from fhe_lint.torch import AccumulatorGuard
 
     torch.manual_seed(0)
-    model = td.mlp(size, bits, bits) if arch == "mlp" else td.cnn(size, bits, bits)
+    model = {"mlp": td.mlp, "cnn": td.cnn, "deep": _deep_mlp}[arch](size, bits, bits)
     guard = AccumulatorGuard(model, x[:1], every=every) if every else None
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     model.train()
@@ -64,6 +65,22 @@ def _trainer(td: Any, arch: str, size: Any, bits: int, every: int, x: Any, y: An
         return time.perf_counter() - start
 
     return epoch
+
+
+def _deep_mlp(width: int, w_bits: int, a_bits: int) -> Any:
+    """Two hidden layers: the middle one sums ``width`` unsigned inputs per neuron, a tight budget
+    on many weights (the guard's projections and its numpy work grow with them)."""
+    from brevitas import nn as qnn
+    from torch import nn
+
+    return nn.Sequential(
+        qnn.QuantIdentity(bit_width=a_bits, return_quant_tensor=True),
+        qnn.QuantLinear(64, width, bias=True, weight_bit_width=w_bits),
+        qnn.QuantReLU(bit_width=a_bits, return_quant_tensor=True),
+        qnn.QuantLinear(width, width, bias=True, weight_bit_width=w_bits),
+        qnn.QuantReLU(bit_width=a_bits, return_quant_tensor=True),
+        qnn.QuantLinear(width, 10, bias=True, weight_bit_width=w_bits),
+    )
 
 
 def _orders(rounds: int, n: int) -> list[list[int]]:

@@ -4,11 +4,11 @@ guard, export it to QONNX as Concrete ML does, and lint the export.
     python examples/train_digits.py --arch mlp --hidden 192 --weight-bits 7 --act-bits 7 --guard --out mlp.onnx
 
 The last line printed is one JSON object: accuracy on all 1,797 digits (and on the 360 held out
-from training), whether the export fits n_max (fhe-lint, FHE001), the weights the guard pruned,
-and the seconds spent training, of which ``guard_seconds`` inside the guard's own calls
-(``penalty()``, ``step()``): about half of what the guard costs, the rest (the term's backward,
-the caches its numpy work clears) shows in ``seconds`` only; ``bench/guard_overhead.py``
-measures the whole. Needs the ``torch`` extra.
+from training), whether the export fits n_max (fhe-lint, FHE001), the scales the guard grew, the
+neurons it projected and the weights it pruned, and the seconds spent training, of which
+``guard_seconds`` inside the guard's own calls (``penalty()``, ``step()``): about half of what
+the guard costs, the rest (the term's backward, the caches its numpy work clears) shows in
+``seconds`` only; ``bench/guard_overhead.py`` measures the whole. Needs the ``torch`` extra.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def main() -> None:
     opt = torch.optim.Adam(model.parameters(), lr=a.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, a.epochs)
     loss_fn = nn.CrossEntropyLoss()
-    projected, pruned, guard_seconds, start = 0, 0, 0.0, time.perf_counter()
+    grown, projected, pruned, guard_seconds, start = 0, 0, 0, 0.0, time.perf_counter()
     for _ in range(a.epochs):
         for batch in train[torch.randperm(len(train))].split(64):
             loss = loss_fn(model(x[batch]), y[batch])
@@ -106,7 +106,8 @@ def main() -> None:
         if guard is not None:
             t = time.perf_counter()
             for change in guard.step().values():
-                projected, pruned = projected + change.projected, pruned + change.pruned
+                grown, projected = grown + change.grown, projected + change.projected
+                pruned += change.pruned
             guard_seconds += time.perf_counter() - t
     if guard is not None:
         guard.finalize()
@@ -121,7 +122,7 @@ def main() -> None:
                       "held_out_accuracy": round(100 * accuracy(model, x[held], y[held]), 2),
                       "fits": not report.diagnostics, "max_bits": max(layer.accumulator_bits or 0
                                                                        for layer in report.layers),
-                      "projected": projected, "pruned": pruned,
+                      "grown": grown, "projected": projected, "pruned": pruned,
                       "zero_weights": sum(int((m.weight == 0).sum()) for m in model.modules() if hasattr(m, "weight_quant")),
                       "seconds": round(seconds, 1), "guard_seconds": round(guard_seconds, 2)}))
 

@@ -97,7 +97,7 @@ def test_a_step_makes_every_neuron_fit_and_leaves_fitting_ones_alone():
     before = {g.name: (g.module.weight.detach().clone(), bits.copy()) for g, bits in zip(guard.layers, guard.bits().values())}
     assert any((bits > 13).any() for _, bits in before.values())
     changed = guard.step()
-    assert changed and all(c.projected or c.pruned for c in changed.values())
+    assert changed and all(c.grown or c.projected or c.pruned for c in changed.values())
     for g, bits in zip(guard.layers, guard.bits().values()):
         assert (bits <= 13).all(), g.name
         weight, old_bits = before[g.name]
@@ -141,11 +141,77 @@ def test_a_transposed_convolution_is_left_to_lint_module_and_the_other_layers_gu
     assert max(cli[0] + cli[2]) <= 16
 
 
+def _holder_net(quant) -> "nn.Module":
+    """One 7-bit per-tensor layer on signed 7-bit inputs: row 0 holds the scale (its 1.0) and fits,
+    rows 1-5 (all 0.45, level 28) overflow 16 bits by 1.75x."""
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inp = qnn.QuantIdentity(bit_width=7, return_quant_tensor=True)
+            self.fc = qnn.QuantLinear(32, 6, bias=False, weight_bit_width=7, weight_quant=quant)
+
+        def forward(self, x: "torch.Tensor") -> "torch.Tensor":
+            return self.fc(self.inp(x))
+
+    net = Net()
+    with torch.no_grad():
+        net.fc.weight.fill_(0.45)
+        net.fc.weight[0] = 0.01
+        net.fc.weight[0, 0] = 1.0
+    return net
+
+
+def _worst_ratio(d: np.ndarray, x_lo: int, x_hi: int, n_max: int) -> float:
+    """Each row's worst case over a signed n_max window, in plain Python integers."""
+    ends = [(sum(min(int(v) * x_lo, int(v) * x_hi) for v in row), sum(max(int(v) * x_lo, int(v) * x_hi) for v in row))
+            for row in d]
+    return max(max(lo / -(2 ** (n_max - 1)), hi / (2 ** (n_max - 1) - 1)) for lo, hi in ends)
+
+
 @in_process
-def test_a_neuron_that_overflowed_weighs_double_in_the_penalty_and_fades_back_while_it_fits():
+def test_a_step_grows_the_weight_holding_the_scale_before_it_projects_and_no_level_grows():
+    """The scale first: the layer's largest weight (in a row that fits) grows by the worst row's
+    excess, every level shrinks or stays, and the overflowing rows fit with no projection; the
+    other float weights are untouched, bit for bit, and the CLI agrees on the export. With a
+    scale learned apart from the weights growing shrinks nothing: undone, and projected instead."""
+    from brevitas.quant import Int8WeightPerTensorFloat
+
+    from fhe_lint.torch import AccumulatorGuard
+    from fhe_lint.torch.pairing import levels
+
+    net, example = _holder_net(Int8WeightPerTensorFloat), torch.rand(1, 32)
+    guard = AccumulatorGuard(net, example, n_max=16)
+    before, weight = levels(net.fc), net.fc.weight.detach().clone()
+    assert (before[0] == [63] + [1] * 31).all() and (before[1:] == 28).all()  # the premise
+    ratio = _worst_ratio(before, -64, 63, 16)
+    assert 1 < ratio < 2
+    change = guard.step()["fc"]
+    assert (change.grown, change.projected, change.pruned) == (1, 0, 0)
+    assert net.fc.weight[0, 0].item() == pytest.approx(ratio, rel=1e-6)
+    untouched = torch.ones_like(weight, dtype=torch.bool)
+    untouched[0, 0] = False
+    assert torch.equal(net.fc.weight.detach()[untouched], weight[untouched])
+    after = levels(net.fc)
+    assert (np.abs(after) <= np.abs(before)).all() and (np.abs(after) < np.abs(before)).any()
+    assert _worst_ratio(after, -64, 63, 16) <= 1 and max(_cli_bits(net, example, 16)[0]) <= 16
+    assert (guard.layers[0].pressure == 1).all()  # fitted once the scale grew: no more pull
+
+    class Learned(Int8WeightPerTensorFloat):
+        scaling_impl_type = "parameter_from_stats"  # a parameter: growing a weight moves no scale
+
+    net = _holder_net(Learned)
+    guard = AccumulatorGuard(net, example, n_max=16)
+    change = guard.step()["fc"]
+    assert (change.grown, change.projected) == (0, 5) and net.fc.weight[0, 0].item() == 1.0
+    assert max(_cli_bits(net, example, 16)[0]) <= 16
+
+
+@in_process
+def test_a_neuron_that_overflowed_weighs_double_in_the_penalty_and_fades_back_while_it_fits(monkeypatch):
     from fhe_lint.torch import AccumulatorGuard
     from fhe_lint.torch.guard import _FADE
 
+    monkeypatch.setattr("fhe_lint.torch.guard._GROWTH", 1.0)  # no scale growth: every overflowing neuron stays over
     net, example = _mixed(), torch.rand(1, 16)
     guard = AccumulatorGuard(net, example, n_max=13)
     over = {name: bits > 13 for name, bits in guard.bits().items()}

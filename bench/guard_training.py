@@ -66,10 +66,10 @@ def main() -> None:
             free, guarded = (train(args, guard, tmp_path / f"{guard}.onnx") for guard in (False, True))
             rows.append([" ".join(args).replace("--", ""), free["accuracy"], free["max_bits"],
                          fixed_accuracy(tmp_path / "False.onnx", digits, tmp_path), guarded["accuracy"],
-                         guarded["max_bits"], guarded["projected"], guarded["pruned"],
+                         guarded["max_bits"], guarded["grown"], guarded["projected"], guarded["pruned"],
                          f"{100 * guarded['guard_seconds'] / (guarded['seconds'] - guarded['guard_seconds']):.0f} %"])
-    print(tabulate(rows, headers=["model", "no guard %", "bits", "then --fix %", "guard %", "bits", "projected",
-                                  "pruned", "guard's calls"]))
+    print(tabulate(rows, headers=["model", "no guard %", "bits", "then --fix %", "guard %", "bits", "grown",
+                                  "projected", "pruned", "guard's calls"]))
 
 
 if __name__ == "__main__":

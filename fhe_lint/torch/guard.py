@@ -33,7 +33,9 @@ from fhe_lint.fix.plan import prune_to_fit
 from fhe_lint.formats.quantizer import IntRange
 from fhe_lint.settings import Settings
 from fhe_lint.torch.export import analysed_export
-from fhe_lint.torch.pairing import TRANSPOSED, check_exported_as_trained, current_weight, levels, paired
+from fhe_lint.torch.edits import grow_scale, mask_out
+from fhe_lint.torch.pairing import (TRANSPOSED, check_exported_as_trained, current_weight, levels, paired,
+                                    stored_weight)
 from fhe_lint.torch.penalty import Budget, gradients, host
 from fhe_lint.torch.projection import shrinkage
 
@@ -164,7 +166,7 @@ class AccumulatorGuard:
         for g in self.layers:
             over, change = self._overflowing(g), Change()
             if over.size:
-                change.grown = self._grow(g, over)
+                change.grown = grow_scale(g.module, over, g.ratio, g.levels, g.channels, _GROWTH)
                 over = self._overflowing(g) if change.grown else over
             grew = np.zeros(len(g.pressure), dtype=bool)  # still over once the scale grew
             grew[over] = True
@@ -178,7 +180,7 @@ class AccumulatorGuard:
                 else:
                     magnitude = current_weight(g.module).detach().abs().reshape(len(g.pressure), -1).cpu().numpy()
                     taps = prune_to_fit(levels(g.module), magnitude, g.x, self.n_max)
-                    _mask_out(g.module, taps)
+                    mask_out(g.module, taps)
                     change.pruned += int(taps.size)
                 over = self._overflowing(g)
             if over.size:
@@ -199,38 +201,13 @@ class AccumulatorGuard:
                              np.asarray(lo / low, dtype=np.float64) if low else 0.0)
         return np.flatnonzero(bits > self.n_max)
 
-    def _grow(self, g: GuardedLayer, over: np.ndarray) -> int:
-        """Grow the weights holding the scale of the neurons ``over`` (per tensor, the layer's
-        largest; per channel, each of theirs) by their excess, up to :data:`_GROWTH`; undone
-        where that shrinks no level (a scale learned apart from the weights). How many grew."""
-        torch = _torch()
-        target = g.module.weight_orig if hasattr(g.module, "weight_orig") else g.module.weight
-        with torch.no_grad():
-            magnitude = current_weight(g.module).detach().abs().reshape(len(g.ratio), -1)
-            if g.channels == 1:
-                at = int(magnitude.argmax())
-                rows, cols = np.array([at // magnitude.shape[1]]), np.array([at % magnitude.shape[1]])
-                factor = np.array([min(float(g.ratio[over].max()), _GROWTH)])
-            else:
-                rows, cols = over, magnitude[torch.as_tensor(over)].argmax(dim=1).numpy()
-                factor = np.minimum(g.ratio[over], _GROWTH)
-            flat = target.view(len(g.ratio), -1)
-            where = (torch.as_tensor(rows), torch.as_tensor(cols))
-            held = flat[where].clone()
-            flat[where] = held * torch.as_tensor(factor).to(held)
-            before = np.abs(g.levels).sum()
-            if np.abs(levels(g.module)).sum() >= before:
-                flat[where] = held
-                return 0
-        return len(rows)
-
     def _project(self, g: GuardedLayer, rows: np.ndarray, margin: float) -> None:
         """Soft-threshold the weights of neurons ``rows`` just enough for their worst case on the
         real-valued levels to fit the window shrunk by ``margin`` (in numpy: a dozen torch calls
         fewer, a third of the time)."""
         torch = _torch()
         with torch.no_grad():
-            target = g.module.weight_orig if hasattr(g.module, "weight_orig") else g.module.weight
+            target = stored_weight(g.module)
             index, flat = torch.as_tensor(rows), (len(rows), -1)
             stored = host(target[index]).reshape(flat).astype(np.float64)
             seen = host(current_weight(g.module)[index]).reshape(flat).astype(np.float64)  # as the quantizer sees them
@@ -293,18 +270,3 @@ class AccumulatorGuard:
         for g in self.layers:
             if hasattr(g.module, "weight_orig"):
                 prune.remove(g.module, "weight")
-
-
-def _mask_out(module: Any, taps: np.ndarray) -> None:
-    """Zero the flat ``(neurons, fan_in)`` positions ``taps`` with a mask that only grows."""
-    torch = _torch()
-    from torch.nn.utils import prune
-
-    with torch.no_grad():
-        if hasattr(module, "weight_mask"):
-            module.weight_mask.view(-1)[torch.as_tensor(taps)] = 0
-            module.weight = current_weight(module)
-        else:
-            mask = torch.ones_like(module.weight)
-            mask.view(-1)[torch.as_tensor(taps)] = 0
-            prune.custom_from_mask(module, "weight", mask)

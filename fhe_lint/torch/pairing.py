@@ -24,6 +24,11 @@ def current_weight(module: Any) -> Any:
     return module.weight
 
 
+def stored_weight(module: Any) -> Any:
+    """The parameter the optimizer trains (under a pruning mask, the unmasked one)."""
+    return module.weight_orig if hasattr(module, "weight_orig") else module.weight
+
+
 def levels(module: Any) -> np.ndarray:
     """``q_w - zp_w`` per neuron, ``(neurons, fan_in)``: the integers Brevitas trains with (and
     exports, :func:`check_exported_as_trained` says), of a :data:`LINEAR` layer."""

@@ -69,6 +69,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--lr", type=float, default=1e-2, help="Adam's learning rate (cosine decay over the epochs)")
     p.add_argument("--guard", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--penalty", action=argparse.BooleanOptionalAction, default=False,
+                   help="add the guard's penalty() to the loss at every step (step() alone does as well on the digits)")
     p.add_argument("--strength", type=float, default=0.0005, help="weight of the guard's penalty in the loss")
     p.add_argument("--every", type=int, default=2, help="work the penalty's gradient out on every k-th step, reuse it between")
     p.add_argument("--n-max", type=int, default=16)
@@ -95,7 +97,7 @@ def main() -> None:
     for _ in range(a.epochs):
         for batch in train[torch.randperm(len(train))].split(64):
             loss = loss_fn(model(x[batch]), y[batch])
-            if guard is not None:
+            if guard is not None and a.penalty:
                 t = time.perf_counter()
                 loss = loss + guard.penalty(a.strength)
                 guard_seconds += time.perf_counter() - t

@@ -11,14 +11,14 @@ from fhe_lint.torch.pairing import current_weight, levels, stored_weight
 
 
 def grow_scale(module: Any, over: np.ndarray, ratio: np.ndarray, before: np.ndarray, channels: int,
-               limit: float) -> int:
+               limit: float) -> tuple[int, np.ndarray]:
     """Grow the weights holding the scale of the neurons ``over`` (per tensor, the layer's
     largest; per channel, each of theirs) by their ``ratio`` of worst case to window, up to
     ``limit``. A scale computed from the weights (Brevitas's default statistics) grows with them
     and every level it scales moves towards 0 or stays (``before``: the levels as they were), so
     no neuron's worst case grows; where that is not so (a scale learned as a parameter of its own
     leaves every level as it was; a zero-point may move some away), the weights are put back.
-    How many grew."""
+    How many grew, and the levels now (a Brevitas quantization is most of a ``step()``'s time)."""
     import torch
 
     with torch.no_grad():
@@ -37,8 +37,8 @@ def grow_scale(module: Any, over: np.ndarray, ratio: np.ndarray, before: np.ndar
         after = levels(module)
         if not ((np.abs(after) <= np.abs(before)).all() and (after * before >= 0).all() and (after != before).any()):
             flat[where] = held
-            return 0
-    return len(rows)
+            return 0, before
+    return len(rows), after
 
 
 def mask_out(module: Any, taps: np.ndarray) -> None:

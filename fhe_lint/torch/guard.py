@@ -1,6 +1,8 @@
 """The accumulator guard: the exact per-neuron bound of ``fhe-lint``, kept during training.
 
-Two tools, one bound. ``penalty()`` is a differentiable term for the loss: how far each neuron's
+Two tools, one bound. ``step()``, once an epoch, is enough on the digits networks (it grows the
+scale where neurons overflow, which the network cannot do fast itself); ``penalty()``, optional,
+is a differentiable term for the loss: how far each neuron's
 worst case, on the integer levels of the step's own forward (Brevitas's quantized weight over its
 scale; gradients reach the float weights through Brevitas's straight-through rounding), lies past
 the ``n_max`` window; with it the network learns to spend its accumulator budget where it helps.
@@ -166,8 +168,8 @@ class AccumulatorGuard:
         for g in self.layers:
             over, change = self._overflowing(g), Change()
             if over.size:
-                change.grown = grow_scale(g.module, over, g.ratio, g.levels, g.channels, _GROWTH)
-                over = self._overflowing(g) if change.grown else over
+                change.grown, now = grow_scale(g.module, over, g.ratio, g.levels, g.channels, _GROWTH)
+                over = self._overflowing(g, now) if change.grown else over
             grew = np.zeros(len(g.pressure), dtype=bool)  # still over once the scale grew
             grew[over] = True
             g.pressure = np.where(grew, g.pressure * 2, np.maximum(g.pressure * _FADE, 1.0))
@@ -190,10 +192,11 @@ class AccumulatorGuard:
         self.budget, self._calls = Budget.of(self.layers, self.margin), 0  # weights and limits moved
         return changed
 
-    def _overflowing(self, g: GuardedLayer) -> np.ndarray:
-        """The neurons past ``n_max``; also renews the layer's window (its type may turn signed),
-        levels and each neuron's worst case over the window's end it faces."""
-        g.levels = levels(g.module)
+    def _overflowing(self, g: GuardedLayer, d: np.ndarray | None = None) -> np.ndarray:
+        """The neurons past ``n_max`` (on the levels ``d`` when just read); also renews the
+        layer's window (its type may turn signed), levels and each neuron's worst case over the
+        window's end it faces."""
+        g.levels = levels(g.module) if d is None else d
         lo, hi = bounds.accumulator_interval(g.levels, g.x.lo, g.x.hi)
         bits, signed = bounds.layer_bits(lo, hi)
         g.window = low, high = bounds.window(self.n_max, signed)

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -201,9 +202,17 @@ def test_a_step_grows_the_weight_holding_the_scale_before_it_projects_and_no_lev
 
     net = _holder_net(Learned)
     guard = AccumulatorGuard(net, example, n_max=16)
-    change = guard.step()["fc"]
+    with pytest.warns(UserWarning, match=r"^fc: a weight scale learned as a parameter.*guard\.penalty\(\)"):
+        change = guard.step()["fc"]
     assert (change.grown, change.projected) == (0, 5) and net.fc.weight[0, 0].item() == 1.0
     assert max(_cli_bits(net, example, 16)[0]) <= 16
+    net = _holder_net(Learned)
+    guard = AccumulatorGuard(net, example, n_max=16)
+    net(example)
+    guard.penalty()  # the advice is for those who do not call it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert guard.step()["fc"].projected == 5
 
 
 @in_process

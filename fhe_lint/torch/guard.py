@@ -211,8 +211,9 @@ class AccumulatorGuard:
         lo, hi = bounds.accumulator_interval(g.levels, g.x.lo, g.x.hi)
         bits, signed = bounds.layer_bits(lo, hi)
         g.window = low, high = bounds.window(self.n_max, signed)
-        g.ratio = np.maximum(np.asarray(hi / high, dtype=np.float64),
-                             np.asarray(lo / low, dtype=np.float64) if low else 0.0)
+        # (a window end of 0, as n_max=1 gives, counts as 1: no division by 0 into the growth)
+        g.ratio = np.maximum(np.asarray(hi, dtype=np.float64) / max(high, 1),
+                             np.asarray(lo, dtype=np.float64) / min(low, -1))
         return np.flatnonzero(bits > self.n_max)
 
     def _project(self, g: GuardedLayer, rows: np.ndarray, margin: float) -> None:

@@ -126,7 +126,8 @@ class AccumulatorGuard:
             if type(module).__name__ in TRANSPOSED:  # its bound is per (neuron, phase): not modelled here
                 self.unguarded[name] = "a transposed convolution, not guarded (lint_module checks it)"
                 continue
-            check_exported_as_trained(name, levels(module), la.layer.weight.d)
+            trained = levels(module)
+            check_exported_as_trained(name, trained, la.layer.weight.d)
             neurons = la.layer.weight.d.shape[0]
             channels = module.quant_weight().scale.numel()
             if channels not in (1, neurons):
@@ -144,7 +145,7 @@ class AccumulatorGuard:
                 learned = any(p.requires_grad for p in module.weight_quant.parameters())
                 self.layers.append(GuardedLayer(name, module, x, full_scale=full_scale, learned=learned,
                                                 channels=channels, pressure=np.ones(neurons)))
-                self._overflowing(self.layers[-1])
+                self._overflowing(self.layers[-1], trained)
         self.budget = Budget.of(self.layers, margin)
 
     def bits(self) -> dict[str, np.ndarray]:

@@ -173,8 +173,8 @@ def _worst_ratio(d: np.ndarray, x_lo: int, x_hi: int, n_max: int) -> float:
 def test_a_step_grows_the_weight_holding_the_scale_before_it_projects_and_no_level_grows():
     """The scale first: the layer's largest weight (in a row that fits) grows by the worst row's
     excess, every level shrinks or stays, and the overflowing rows fit with no projection; the
-    other float weights are untouched, bit for bit, and the CLI agrees on the export. With a
-    scale learned apart from the weights growing shrinks nothing: undone, and projected instead."""
+    other float weights are untouched, bit for bit, and the CLI agrees on the export. A scale
+    learned as a parameter (as the scale or its log2) grows itself, every weight untouched."""
     from brevitas.quant import Int8WeightPerTensorFloat
 
     from fhe_lint.torch import AccumulatorGuard
@@ -200,6 +200,32 @@ def test_a_step_grows_the_weight_holding_the_scale_before_it_projects_and_no_lev
     class Learned(Int8WeightPerTensorFloat):
         scaling_impl_type = "parameter_from_stats"  # a parameter: growing a weight moves no scale
 
+    class LogLearned(Learned):
+        restrict_scaling_type = "log_fp"  # the parameter is the scale's log2
+
+    for quant in (Learned, LogLearned):  # the scale's parameter grows instead, the weights stay
+        net = _holder_net(quant)
+        guard = AccumulatorGuard(net, example, n_max=16)
+        scale, weight = net.fc.quant_weight().scale.item(), net.fc.weight.detach().clone()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            change = guard.step()["fc"]
+        assert (change.grown, change.projected) == (1, 0) and torch.equal(net.fc.weight.detach(), weight)
+        assert net.fc.quant_weight().scale.item() == pytest.approx(ratio * scale, rel=1e-5)
+        assert max(_cli_bits(net, example, 16)[0]) <= 16
+
+
+@in_process
+def test_a_learned_scale_step_cannot_grow_is_projected_and_the_penalty_advised(monkeypatch):
+    from brevitas.quant import Int8WeightPerTensorFloat
+
+    from fhe_lint.torch import AccumulatorGuard
+
+    class Learned(Int8WeightPerTensorFloat):
+        scaling_impl_type = "parameter_from_stats"
+
+    monkeypatch.setattr("fhe_lint.torch.edits._moved_scale", lambda *args: False)  # a parametrization it cannot read
+    example = torch.rand(1, 32)
     net = _holder_net(Learned)
     guard = AccumulatorGuard(net, example, n_max=16)
     with pytest.warns(UserWarning, match=r"^fc: a weight scale learned as a parameter.*guard\.penalty\(\)"):

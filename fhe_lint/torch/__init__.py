@@ -5,7 +5,7 @@
     guard = AccumulatorGuard(model, example_input, n_max=16)
     for epoch in range(epochs):
         for x, y in batches:
-            loss = criterion(model(x), y)                     # + guard.penalty() for learned scales
+            loss = criterion(model(x), y)                     # (+ guard.penalty(): optional)
             ...
         guard.step()                                         # enforce: prune what still overflows
     guard.finalize()                                         # masks become plain zeros

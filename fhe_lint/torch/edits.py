@@ -12,13 +12,16 @@ from fhe_lint.torch.pairing import current_weight, levels, stored_weight
 
 def grow_scale(module: Any, over: np.ndarray, ratio: np.ndarray, before: np.ndarray, channels: int,
                limit: float) -> tuple[int, np.ndarray]:
-    """Grow the weights holding the scale of the neurons ``over`` (per tensor, the layer's
-    largest; per channel, each of theirs) by their ``ratio`` of worst case to window, up to
-    ``limit``. A scale computed from the weights (Brevitas's default statistics) grows with them
-    and every level it scales moves towards 0 or stays (``before``: the levels as they were), so
-    no neuron's worst case grows; where that is not so (a scale learned as a parameter of its own
-    leaves every level as it was; a zero-point may move some away), the weights are put back.
-    How many grew, and the levels now (a Brevitas quantization is most of a ``step()``'s time)."""
+    """Grow the scale of the neurons ``over`` (per tensor, the layer's; per channel, each of
+    theirs) by their ``ratio`` of worst case to window, up to ``limit``. A scale computed from
+    the weights (Brevitas's default statistics) grows through the weight holding it (the
+    largest); a scale learned as a parameter of its own (``parameter_from_stats``) through that
+    parameter, read as the scale itself or as its base-2 logarithm (Brevitas's ``fp`` and
+    ``log_fp`` restrictions), whichever moves the scale by at most twice the factor. Every
+    level then moves towards 0 or stays (``before``: the levels as they were), so no neuron's
+    worst case grows; where that is not so (a zero-point may move some away) or nothing moved,
+    all is put back. How many scales grew, and the levels now (a Brevitas quantization is most
+    of a ``step()``'s time)."""
     import torch
 
     with torch.no_grad():
@@ -30,15 +33,38 @@ def grow_scale(module: Any, over: np.ndarray, ratio: np.ndarray, before: np.ndar
         else:
             rows, cols = over, magnitude[torch.as_tensor(over)].argmax(dim=1).numpy()
             factor = np.minimum(ratio[over], limit)
-        flat = stored_weight(module).view(len(ratio), -1)
-        where = (torch.as_tensor(rows), torch.as_tensor(cols))
-        held = flat[where].clone()
-        flat[where] = held * torch.as_tensor(factor).to(held)
+        learned = [p for name, p in module.weight_quant.named_parameters() if "scaling_impl" in name and p.requires_grad]
+        on_scale = len(learned) == 1 and learned[0].numel() == channels
+        if on_scale:
+            target, where = learned[0].view(channels), torch.as_tensor(rows if channels > 1 else [0])
+        else:
+            target, where = stored_weight(module).view(len(ratio), -1), (torch.as_tensor(rows), torch.as_tensor(cols))
+        held = target[where].clone()
+        gain = torch.as_tensor(factor).to(held)
+        if not on_scale:
+            target[where] = held * gain
+        elif not _moved_scale(module, target, where, held, gain):
+            return 0, before
         after = levels(module)
         if not ((np.abs(after) <= np.abs(before)).all() and (after * before >= 0).all() and (after != before).any()):
-            flat[where] = held
+            target[where] = held
             return 0, before
     return len(rows), after
+
+
+def _moved_scale(module: Any, target: Any, where: Any, held: Any, gain: Any) -> bool:
+    """Set a learned scale parameter so that the scale grows by about ``gain`` (more than 1,
+    at most twice it), trying it as the scale and as its logarithm; put back if neither."""
+    import torch
+
+    scale = module.quant_weight().scale.detach().reshape(-1)[where]
+    for moved in (held * gain, held + torch.log2(gain)):
+        target[where] = moved
+        grew = module.quant_weight().scale.detach().reshape(-1)[where] / scale
+        if bool(((grew > 1) & (grew <= 2 * gain)).all()):
+            return True
+    target[where] = held
+    return False
 
 
 def mask_out(module: Any, taps: np.ndarray) -> None:

@@ -75,7 +75,7 @@ class GuardedLayer:
     levels: np.ndarray = field(default_factory=lambda: np.ones((0, 0)))  # the integer weights last checked
     full_scale: int = 1  # the largest weight level, 2^(bits-1) - 1
     channels: int = 1  # the weight scale's elements: 1 per tensor, one per neuron per channel
-    learned: bool = False  # its scale is a parameter of its own, which growing a weight does not move
+    learned: bool = False  # its scale is a parameter of its own, grown as such
     pressure: np.ndarray = field(default_factory=lambda: np.ones(0))  # per neuron, the penalty's
     # weight: doubled each step it overflowed, fading back to 1 while it fits
 
@@ -198,10 +198,11 @@ class AccumulatorGuard:
         stuck = [g.name for g in self.layers if g.learned and g.name in changed and not changed[g.name].grown]
         if stuck and not (self._penalized or self._told):
             self._told = True
-            warnings.warn(f"{', '.join(stuck)}: a weight scale learned as a parameter, which step() cannot grow, "
-                          "so it projects instead; add guard.penalty() to the loss, whose gradient grows it (on "
-                          "the digits MLP, 8 epochs, per tensor and per channel: 92.8 and 71.6 % without, 95.4 and 96.7 % with)",
-                          stacklevel=2)
+            warnings.warn(f"{', '.join(stuck)}: a weight scale learned as a parameter that step() could not "
+                          "grow (read neither as the scale nor as its log2), so it projected instead; add "
+                          "guard.penalty() to the loss, whose gradient grows it (digits MLP, 8 epochs, such scales "
+                          "not grown, per tensor and per channel: 92.8 and 71.6 % without the penalty, 95.4 and "
+                          "96.7 % with)", stacklevel=2)
         return changed
 
     def _overflowing(self, g: GuardedLayer, d: np.ndarray | None = None) -> np.ndarray:

@@ -108,7 +108,8 @@ def main() -> None:
         if guard is not None:
             t = time.perf_counter()
             for change in guard.step().values():
-                grown, projected = grown + change.grown, projected + change.projected
+                grown += change.grown
+                projected += change.projected
                 pruned += change.pruned
             guard_seconds += time.perf_counter() - t
     if guard is not None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from fhe_lint.torch.pairing import current_weight, levels, stored_weight
+from fhe_lint.torch.pairing import current_weight, learned_scale, levels, stored_weight
 
 
 def grow_scale(module: Any, over: np.ndarray, ratio: np.ndarray, before: np.ndarray, channels: int,
@@ -25,31 +25,27 @@ def grow_scale(module: Any, over: np.ndarray, ratio: np.ndarray, before: np.ndar
     import torch
 
     with torch.no_grad():
-        magnitude = current_weight(module).detach().abs().reshape(len(ratio), -1)
-        if channels == 1:
-            at = int(magnitude.argmax())
-            rows, cols = np.array([at // magnitude.shape[1]]), np.array([at % magnitude.shape[1]])
-            factor = np.array([min(float(ratio[over].max()), limit)])
-        else:
-            rows, cols = over, magnitude[torch.as_tensor(over)].argmax(dim=1).numpy()
-            factor = np.minimum(ratio[over], limit)
-        learned = [p for name, p in module.weight_quant.named_parameters() if "scaling_impl" in name and p.requires_grad]
-        on_scale = len(learned) == 1 and learned[0].numel() == channels
-        if on_scale:
-            target, where = learned[0].view(channels), torch.as_tensor(rows if channels > 1 else [0])
-        else:
-            target, where = stored_weight(module).view(len(ratio), -1), (torch.as_tensor(rows), torch.as_tensor(cols))
-        held = target[where].clone()
-        gain = torch.as_tensor(factor).to(held)
-        if not on_scale:
-            target[where] = held * gain
-        elif not _moved_scale(module, target, where, held, gain):
-            return 0, before
+        factor = np.minimum(ratio[over], limit) if channels > 1 else np.array([min(float(ratio[over].max()), limit)])
+        learned = learned_scale(module)
+        if len(learned) == 1 and learned[0].numel() == channels:  # the scale's own parameter
+            target, where = learned[0].view(channels), torch.as_tensor(over if channels > 1 else [0])
+            held = target[where].clone()
+            if not _moved_scale(module, target, where, held, torch.as_tensor(factor).to(held)):
+                return 0, before
+        else:  # the weight holding it: per tensor the layer's largest, per channel each row's
+            magnitude = current_weight(module).detach().abs().reshape(len(ratio), -1)
+            if channels > 1:
+                rows, cols = torch.as_tensor(over), magnitude[torch.as_tensor(over)].argmax(dim=1)
+            else:
+                rows, cols = (torch.as_tensor([i]) for i in divmod(int(magnitude.argmax()), magnitude.shape[1]))
+            target, where = stored_weight(module).view(len(ratio), -1), (rows, cols)
+            held = target[where].clone()
+            target[where] = held * torch.as_tensor(factor).to(held)
         after = levels(module)
         if not ((np.abs(after) <= np.abs(before)).all() and (after * before >= 0).all() and (after != before).any()):
             target[where] = held
             return 0, before
-    return len(rows), after
+    return len(factor), after
 
 
 def _moved_scale(module: Any, target: Any, where: Any, held: Any, gain: Any) -> bool:

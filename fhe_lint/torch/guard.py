@@ -37,8 +37,8 @@ from fhe_lint.formats.quantizer import IntRange
 from fhe_lint.settings import Settings
 from fhe_lint.torch.export import analysed_export
 from fhe_lint.torch.edits import grow_scale, mask_out
-from fhe_lint.torch.pairing import (TRANSPOSED, check_exported_as_trained, current_weight, levels, paired,
-                                    stored_weight)
+from fhe_lint.torch.pairing import (TRANSPOSED, check_exported_as_trained, current_weight, learned_scale, levels,
+                                    paired, stored_weight)
 from fhe_lint.torch.penalty import Budget, gradients, host
 from fhe_lint.torch.projection import shrinkage
 
@@ -142,8 +142,8 @@ class AccumulatorGuard:
                     raise FheLintError(f"{name}: one full-scale weight ({full_scale}) on inputs in [{x.lo}, {x.hi}] "
                                        f"alone needs {lone_bits} bits > n_max {n_max} (FHE003): no pruning keeps "
                                        "it within the bound; lower its weight or input bit-width, or raise n_max")
-                learned = any(p.requires_grad for p in module.weight_quant.parameters())
-                self.layers.append(GuardedLayer(name, module, x, full_scale=full_scale, learned=learned,
+                self.layers.append(GuardedLayer(name, module, x, full_scale=full_scale,
+                                                learned=bool(learned_scale(module)),
                                                 channels=channels, pressure=np.ones(neurons)))
                 self._overflowing(self.layers[-1], trained)
         self.budget = Budget.of(self.layers, margin)

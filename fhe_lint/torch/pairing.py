@@ -29,6 +29,12 @@ def stored_weight(module: Any) -> Any:
     return module.weight_orig if hasattr(module, "weight_orig") else module.weight
 
 
+def learned_scale(module: Any) -> list[Any]:
+    """The weight quantizer's scale parameters, where its scale is learned as one of its own
+    (Brevitas's ``parameter_from_stats``) rather than computed from the weights."""
+    return [p for name, p in module.weight_quant.named_parameters() if "scaling_impl" in name and p.requires_grad]
+
+
 def levels(module: Any) -> np.ndarray:
     """``q_w - zp_w`` per neuron, ``(neurons, fan_in)``: the integers Brevitas trains with (and
     exports, :func:`check_exported_as_trained` says), of a :data:`LINEAR` layer."""
